@@ -1,0 +1,165 @@
+"""Latent inference on the lecture's ellipse energy against grids, quadrature and finite differences."""
+
+import math
+
+import numpy as np
+import optax
+import pytest
+import jax
+import jax.numpy as jnp
+from scipy import integrate
+
+from energy_ae import inference
+
+W1, W2 = 2.0, 1.5
+
+
+def ellipse_energy(y, z, w=(W1, W2)):
+  """E(y, z) = (y₁ − w₁ cos z)² + (y₂ − w₂ sin z)², z of shape (..., 1)."""
+  z = z[..., 0]
+  return (y[..., 0] - w[0] * jnp.cos(z)) ** 2 + (y[..., 1] - w[1] * jnp.sin(z)) ** 2
+
+
+def _points(n, seed=0):
+  rng = np.random.default_rng(seed)
+  theta = rng.uniform(0, 2 * np.pi, n)
+  radius = rng.uniform(0.0, 1.3, n)
+  return jnp.asarray(np.stack([radius * W1 * np.cos(theta), radius * W2 * np.sin(theta)], -1),
+                     jnp.float32)
+
+
+def test_argmin_from_100_random_starts_reaches_the_fine_grid_minimum():
+  y = _points(10)
+  z0 = jax.random.uniform(jax.random.key(0), (100, 10, 1), minval=0, maxval=2 * np.pi)
+
+  @jax.jit
+  def solve(y, z0):
+    run = lambda z0: inference.argmin(
+        lambda z: ellipse_energy(y, z), z0, num_steps=300, optimizer=optax.adam(0.05))
+    return jax.vmap(run)(z0)  # 100 starts, each a batch of 10 points
+
+  result = solve(y, z0)
+  assert result.trace.shape == (100, 301, 10)
+  found = ellipse_energy(y[None], result.z)  # (100, 10)
+  grid = inference.uniform_grid(0, 2 * np.pi, 200_000)
+  grid_min = ellipse_energy(y, inference.argmin_grid(lambda z: ellipse_energy(y, z), grid).z)
+  np.testing.assert_array_less(found.min(0), grid_min + 1e-4)
+  # Every run ends at a stationary point (a start may fall into the other, local, minimum).
+  slope = jax.vmap(jax.grad(lambda z, y: ellipse_energy(y, z).sum()), (0, None))(result.z, y)
+  np.testing.assert_allclose(slope, 0.0, atol=1e-3)
+  # The trace starts at the initial energies.
+  np.testing.assert_allclose(result.trace[:, 0], ellipse_energy(y[None], z0), rtol=1e-6)
+
+
+def test_argmin_best_of_starts_matches_grid_to_1e4():
+  y = _points(100, seed=1)
+  starts = jnp.linspace(0, 2 * np.pi, 8, endpoint=False)[:, None, None] * jnp.ones((8, 100, 1))
+
+  @jax.jit
+  def solve(y, starts):
+    run = lambda z0: inference.argmin(
+        lambda z: ellipse_energy(y, z), z0, num_steps=200, learning_rate=0.1)
+    result = jax.vmap(run)(starts)  # (8, 100, 1)
+    energies = ellipse_energy(y[None], result.z)
+    best = jnp.argmin(energies, axis=0)
+    return jnp.take_along_axis(result.z, best[None, :, None], axis=0)[0]
+
+  z_check = solve(y, starts)
+  grid = inference.uniform_grid(0, 2 * np.pi, 200_000)
+  grid_min = ellipse_energy(y, inference.argmin_grid(lambda z: ellipse_energy(y, z), grid).z)
+  np.testing.assert_array_less(ellipse_energy(y, z_check), grid_min + 1e-4)
+
+
+def test_argmin_grid_finds_the_exhaustive_minimum():
+  y = _points(7)
+  grid = inference.uniform_grid(0, 2 * np.pi, 48)
+  result = inference.argmin_grid(lambda z: ellipse_energy(y, z), grid)
+  assert result.energies.shape == (7, 48) and result.z.shape == (7, 1)
+  brute = np.array([[float(ellipse_energy(y[i], grid[k])) for k in range(48)] for i in range(7)])
+  np.testing.assert_allclose(result.energies, brute, rtol=1e-6)
+  np.testing.assert_allclose(ellipse_energy(y, result.z), brute.min(1), rtol=1e-6)
+
+
+def test_free_energy_min_gradient_equals_finite_difference_of_f_infinity():
+  """∂F∞/∂w = ∂E(y, ž)/∂w with ž held fixed (envelope theorem)."""
+  with jax.enable_x64(True):
+    y = jnp.asarray(_points(5, seed=3), jnp.float64)
+    grid = inference.uniform_grid(0, 2 * np.pi, 64)
+
+    def f_inf(w):
+      energy = lambda z: ellipse_energy(y, z, w)
+      start = inference.argmin_grid(energy, grid).z  # best start, then refine
+      z_check = inference.argmin(energy, start, num_steps=500, learning_rate=0.05).z
+      return jnp.sum(inference.free_energy_min(energy, z_check))
+
+    w = jnp.array([1.7, 0.9])
+    grad = jax.grad(f_inf)(w)
+    eps = 1e-5
+    fd = [(f_inf(w + eps * e) - f_inf(w - eps * e)) / (2 * eps) for e in jnp.eye(2)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.3, 1.0, 3.2, 10.0])
+def test_softmin_matches_scipy_quadrature(beta):
+  y = np.array([[0.3, -0.7], [1.8, 0.2], [0.0, 0.0]])
+  grid = inference.uniform_grid(0, 2 * np.pi, 2000)
+  with jax.enable_x64(True):
+    energies = inference.argmin_grid(lambda z: ellipse_energy(jnp.asarray(y), z), grid).energies
+    got = inference.free_energy_softmin(energies, beta)
+  for i in range(len(y)):
+    e = lambda z: (y[i, 0] - W1 * np.cos(z)) ** 2 + (y[i, 1] - W2 * np.sin(z)) ** 2
+    # Break points at the quadrants: the integrand's peaks for large β sit there.
+    integral, _ = integrate.quad(lambda z: np.exp(-beta * e(z)), 0, 2 * np.pi, limit=200,
+                                 points=[np.pi / 2, np.pi, 3 * np.pi / 2], epsabs=0)
+    expected = -np.log(integral / (2 * np.pi)) / beta
+    np.testing.assert_allclose(got[i], expected, rtol=1e-4)
+
+
+def test_softmin_limits_and_monotonicity():
+  y = jnp.array([[0.0, 0.0], [1.0, 1.0]])
+  grid = inference.uniform_grid(0, 2 * np.pi, 48)
+  energies = inference.argmin_grid(lambda z: ellipse_energy(y, z), grid).energies
+  betas = [0.0, 1e-8, 1e-3, 0.1, 0.3, 1, 3.2, 10, 100, 1e4, 1e6, float("inf")]
+  values = np.stack([np.asarray(inference.free_energy_softmin(energies, b)) for b in betas])
+  assert np.isfinite(values).all()
+  np.testing.assert_allclose(values[0], energies.mean(-1), rtol=1e-6)
+  np.testing.assert_allclose(values[1], energies.mean(-1), rtol=1e-5)  # β → 0 is the mean
+  np.testing.assert_allclose(values[-1], energies.min(-1), rtol=1e-6)
+  np.testing.assert_allclose(values[-2], energies.min(-1), atol=1e-4)  # β = 1e6 ≈ min
+  assert np.all(np.diff(values, axis=0) <= 1e-6)  # decreasing in β
+
+
+def test_softmin_is_differentiable_and_jittable():
+  energies = jnp.array([[0.5, 1.0, 3.0]])
+  grad = jax.jit(jax.grad(lambda e: inference.free_energy_softmin(e, 2.0).sum()))(energies)
+  weights = jax.nn.softmax(-2.0 * energies)  # ∂F_β/∂E_k = softmax(−βE)_k
+  np.testing.assert_allclose(grad, weights, rtol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [0.3, 1.0, 10.0])
+def test_monte_carlo_softmin_agrees_with_grid(beta):
+  y = jnp.array([[0.3, -0.7], [1.8, 0.2], [0.0, 0.0]])
+  energy = lambda z: ellipse_energy(y, z)
+  grid = inference.uniform_grid(0, 2 * np.pi, 10_000)
+  reference = inference.free_energy_softmin(inference.argmin_grid(energy, grid).energies, beta)
+  proposal = inference.uniform_proposal(0.0, 2 * np.pi, (3, 1))
+  mc = jax.jit(
+      lambda key: inference.free_energy_softmin_mc(
+          energy, key, beta=beta, proposal=proposal, num_samples=100_000,
+          log_volume=math.log(2 * np.pi))
+  )(jax.random.key(0))
+  assert np.all(mc.stderr > 0)
+  assert np.all(np.abs(mc.free_energy - reference) < 3 * mc.stderr + 1e-6), (mc, reference)
+
+
+def test_monte_carlo_with_gaussian_proposal_on_a_gaussian_energy():
+  """E(z) = ½‖z − m‖² in d = 3: −(1/β) log ∫ exp(−βE) dz = −(d / 2β) log(2π/β)."""
+  beta, d = 2.0, 3
+  m = jnp.array([[0.5, -1.0, 2.0]])
+  energy = lambda z: 0.5 * jnp.sum((z - m) ** 2, -1)
+  proposal = inference.gaussian_proposal(m + 0.3, sigma=1.0)
+  mc = inference.free_energy_softmin_mc(
+      energy, jax.random.key(1), beta=beta, proposal=proposal, num_samples=100_000)
+  exact = -(d / (2 * beta)) * math.log(2 * math.pi / beta)
+  assert abs(float(mc.free_energy[0]) - exact) < 3 * float(mc.stderr[0]) + 1e-6
+  assert abs(float(mc.free_energy[0]) - exact) < 0.01 * abs(exact)
