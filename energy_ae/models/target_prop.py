@@ -1,0 +1,86 @@
+"""Target propagation / amortised inference (08-3, Fig. 1).
+
+z̃ = Enc(y); starting from z = z̃, ž = argmin_z E(y, z) with
+E(y, z) = C(y, Dec(z)) + R(z) + D(z, z̃) (R = L1 by default: predictive sparse
+decomposition). Then θ_Dec ← θ_Dec − η ∇C(y, Dec(ž)) and θ_Enc ← θ_Enc − η ∇D(ž, z̃),
+ž held fixed: the loss is E(y, ž) with ž under stop_gradient, whose gradient w.r.t.
+the decoder is ∇C and w.r.t. the encoder is ∇D (R has no parameters).
+
+Config: ``model.latent_dim``, ``model.energy`` (C, R, D), ``model.inner_steps``,
+``model.inner_optimizer`` ('sgd', 'momentum' or 'adam') at ``model.inner_lr``.
+Test metrics: ``energy_encoder`` = (C + R)(y, z̃), ``energy_inferred`` = (C + R)(y, ž),
+``amortisation_gap`` = their difference, and ``reconstruction_encoder`` /
+``reconstruction_inferred`` = C at z̃ / ž.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from energy_ae import energies, inference
+from energy_ae.models import Model, modules
+
+INNER_OPTIMIZERS = {
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "adam": optax.adam,
+}
+
+
+def make(config, example_shape):
+  mc = config.model
+  if mc.inner_optimizer not in INNER_OPTIMIZERS:
+    raise ValueError(f"unknown model.inner_optimizer {mc.inner_optimizer!r}; valid names: "
+                     f"{', '.join(sorted(INNER_OPTIMIZERS))}")
+  energy = energies.make_energy(mc.energy)
+  if "D" not in mc.energy:
+    raise ValueError("target_prop needs a distance term 'D' in model.energy")
+  # E without D: the energy of a latent as an explanation of y, for the test metrics.
+  energy_no_d = energies.make_energy({k: v for k, v in mc.energy.items() if k != "D"})
+  encoder = modules.make_encoder(mc, mc.latent_dim, example_shape=example_shape,
+                                 output_activation="identity")
+  decoder = modules.make_decoder(mc, example_shape=example_shape,
+                                 output_activation=mc.get("output_activation", "sigmoid"))
+  inner_optimizer = INNER_OPTIMIZERS[mc.inner_optimizer](mc.inner_lr)
+
+  def init(key, batch):
+    k_enc, k_dec = jax.random.split(key)
+    y = batch["y"][:1]
+    z = jnp.zeros((1, mc.latent_dim), y.dtype)
+    return {"encoder": encoder.init(k_enc, y), "decoder": decoder.init(k_dec, z)}
+
+  def infer(params, y):
+    """(y flat, z̃, ž, inner-loop trace)."""
+    flat = y.reshape(y.shape[0], -1)
+    z_tilde = encoder.apply(params["encoder"], y)
+
+    def energy_of(z):
+      return energy(y=flat, y_tilde=decoder.apply(params["decoder"], z), z=z,
+                    z_tilde=jax.lax.stop_gradient(z_tilde))[0]
+
+    result = inference.argmin(energy_of, z_tilde, num_steps=mc.inner_steps,
+                              optimizer=inner_optimizer)
+    return flat, z_tilde, result.z, result.trace
+
+  def loss(params, batch, keys):
+    del keys
+    flat, z_tilde, z_check, _ = infer(params, batch["y"])
+    total, terms = energy(y=flat, y_tilde=decoder.apply(params["decoder"], z_check), z=z_check,
+                          z_tilde=z_tilde)
+    value = jnp.mean(total)
+    metrics = {"loss": value}
+    metrics.update({k: jnp.mean(v) for k, v in terms.items()})
+    return value, metrics
+
+  def evaluate(params, batch, keys):
+    del keys
+    flat, z_tilde, z_check, _ = infer(params, batch["y"])
+    out = {}
+    for name, z in (("encoder", z_tilde), ("inferred", z_check)):
+      e, terms = energy_no_d(y=flat, y_tilde=decoder.apply(params["decoder"], z), z=z)
+      out[f"energy_{name}"] = e
+      out[f"reconstruction_{name}"] = terms["C"]
+    out["amortisation_gap"] = out["energy_encoder"] - out["energy_inferred"]
+    return out
+
+  return Model(init, loss, evaluate)

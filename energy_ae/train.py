@@ -1,0 +1,373 @@
+"""Generic trainer: one pure, jitted, data-parallel step for every model; the loop,
+checkpoints and metrics. Knows models only through ``energy_ae.models.make``.
+
+Data parallelism is written in the pmap style with ``jax.shard_map`` over a
+one-axis ``data`` mesh of every device (since JAX 0.8 ``jax.pmap`` is in
+maintenance mode and is itself ``jit(shard_map)``): each device gathers its shard
+of the global batch from the data set resident on it, computes its gradients, and
+``lax.pmean`` averages gradients and metrics. On one device the same code runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from energy_ae import checkpoints, data as data_lib, keys as keys_lib, models
+from energy_ae.metrics_io import MetricWriter
+
+AXIS = "data"
+
+
+class TrainingError(RuntimeError):
+  """Training cannot go on (non-finite values, bad checkpoint); the message says why."""
+
+
+# ----------------------------------------------------------------------------
+# Config checks
+# ----------------------------------------------------------------------------
+
+
+def validate_config(config) -> None:
+  """Rejects out-of-range values before any work, naming the field and the value."""
+  t, m = config.train, config.model
+
+  def bad(field, value, why):
+    raise ValueError(f"config.{field} = {value!r}: {why}")
+
+  if not isinstance(t.batch_size, int) or t.batch_size <= 0:
+    bad("train.batch_size", t.batch_size, "must be a positive integer")
+  if t.num_epochs <= 0:
+    bad("train.num_epochs", t.num_epochs, "must be > 0")
+  lr = t.learning_rate
+  if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+    bad("train.learning_rate", lr, "must be finite and > 0")
+  if t.optimizer not in OPTIMIZERS:
+    bad("train.optimizer", t.optimizer, f"unknown optimiser; valid names: {', '.join(sorted(OPTIMIZERS))}")
+  if m.get("latent_dim", 1) <= 0:
+    bad("model.latent_dim", m.latent_dim, "must be > 0")
+  beta = m.get("beta", 1.0)
+  if not beta >= 0:
+    bad("model.beta", beta, "must be >= 0 (inf for the zero-temperature limit)")
+  if m.get("iw_samples", 0) < 0:
+    bad("model.iw_samples", m.iw_samples, "must be >= 0")
+  for field in ("eval_every", "checkpoint_every", "log_every"):
+    if t.get(field, 1) <= 0:
+      bad(f"train.{field}", t[field], "must be > 0")
+  models.get_model_module(m.name)  # unknown model: listed names
+
+
+# ----------------------------------------------------------------------------
+# Mesh and multi-host
+# ----------------------------------------------------------------------------
+
+
+def maybe_initialize_distributed(config) -> None:
+  """jax.distributed.initialize() when the config or the environment asks for it.
+
+  Must run before any device is touched. ``config.distributed`` holds
+  ``coordinator_address``, ``num_processes`` and ``process_id`` (empty: from the
+  environment / cluster auto-detection).
+  """
+  dist = config.get("distributed", None)
+  wanted = (dist is not None and dist.get("enabled", False)) or "JAX_COORDINATOR_ADDRESS" in os.environ
+  if not wanted or jax.distributed.is_initialized():
+    return
+  kwargs = {}
+  if dist is not None:
+    for key in ("coordinator_address", "num_processes", "process_id"):
+      value = dist.get(key, None)
+      if value not in (None, "", -1):
+        kwargs[key] = value
+  jax.distributed.initialize(**kwargs)
+
+
+def make_mesh() -> Mesh:
+  return Mesh(np.asarray(jax.devices()), (AXIS,))
+
+
+def replicate(mesh: Mesh, tree):
+  """Places host arrays on every device of the mesh (every process passes the same)."""
+  sharding = NamedSharding(mesh, P())
+
+  def put(x):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
+
+
+# ----------------------------------------------------------------------------
+# Optimiser and state
+# ----------------------------------------------------------------------------
+
+OPTIMIZERS = {
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "sgd": optax.sgd,
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+}
+
+
+def make_optimizer(train_config) -> optax.GradientTransformation:
+  tx = OPTIMIZERS[train_config.optimizer](train_config.learning_rate)
+  clip = train_config.get("grad_clip_norm", 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+
+
+def init_state(model: models.Model, tx, key, example_batch) -> dict:
+  params = model.init(key, example_batch)
+  return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
+
+
+# ----------------------------------------------------------------------------
+# The step
+# ----------------------------------------------------------------------------
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str):
+  """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
+
+  ``data`` is the training split resident on every device, ``perm`` the epoch's
+  example order and ``offset`` the position of this global batch in it: each
+  device gathers its own ``global_batch / num_devices`` examples inside the
+  compiled step, so no batch is copied from the host. The step's randomness is
+  ``fold_in(key, step)``, one key per example by its global batch position.
+  A step whose loss, gradients or new parameters are not finite leaves the state
+  unchanged and reports ``finite = 0``.
+  """
+  num_devices = mesh.size
+  if global_batch % num_devices:
+    raise ValueError(f"config.train.batch_size = {global_batch} is not divisible by the "
+                     f"{num_devices} devices")
+  local_batch = global_batch // num_devices
+
+  def per_device(state, data, perm, offset, key):
+    device = lax.axis_index(AXIS)
+    positions = device * local_batch + jnp.arange(local_batch)
+    batch = jax.tree.map(lambda x: x[perm[offset + positions]], data)
+    step_key = jax.random.fold_in(key, state["step"])
+    data_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 0), positions)
+    model_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 1), positions)
+    batch = data_lib.prepare_batch(batch, data_keys, binarize=binarize)
+
+    (_, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(
+        state["params"], batch, model_keys)
+    grads = lax.pmean(grads, AXIS)
+    metrics = lax.pmean(metrics, AXIS)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    params = optax.apply_updates(state["params"], updates)
+    finite = _all_finite(metrics) & _all_finite(grads) & _all_finite(params)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
+                 "opt_state": keep(opt_state, state["opt_state"])}
+    metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite.astype(jnp.int32))
+    return new_state, metrics
+
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), P(), P()),
+                          out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def make_eval_step(model: models.Model, *, eval_batch: int):
+  """``eval(params, data, offset, key) -> (sums, count)`` over one (padded) test batch."""
+
+  def eval_step(params, data, offset, key):
+    n = jax.tree.leaves(data)[0].shape[0]
+    positions = offset + jnp.arange(eval_batch)
+    valid = positions < n
+    index = jnp.minimum(positions, n - 1)
+    batch = jax.tree.map(lambda x: x[index], data)
+    metrics = model.evaluate(params, batch, keys_lib.per_example_keys(key, positions))
+    weights = valid.astype(jnp.float32)
+    sums = {k: jnp.sum(jnp.broadcast_to(v, (eval_batch,)) * weights) for k, v in metrics.items()}
+    return sums, jnp.sum(weights)
+
+  return jax.jit(eval_step)
+
+
+def evaluate(eval_step, params, test_data, key, *, eval_batch: int) -> dict[str, float]:
+  n = jax.tree.leaves(test_data)[0].shape[0]
+  totals, count = None, 0.0
+  for offset in range(0, n, eval_batch):
+    sums, c = eval_step(params, test_data, offset, key)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    count += c
+  return {k: float(v) / float(count) for k, v in totals.items()}
+
+
+# ----------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------
+
+
+class _StopRequest:
+  """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and returns."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGINT, signal.SIGTERM):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread: no handler, no graceful stop
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _nonfinite_names(metrics: Mapping[str, Any]) -> list[str]:
+  return [k for k, v in metrics.items() if k != "finite" and not np.all(np.isfinite(v))]
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  """Trains ``config.model.name`` on ``config.data.name``; returns the last test metrics.
+
+  Writes ``workdir/metrics.jsonl``, TensorBoard events, ``config.json`` and Orbax
+  checkpoints; a workdir that holds a checkpoint resumes from it.
+  """
+  validate_config(config)
+  tc = config.train
+  is_main = jax.process_index() == 0
+  dataset = data_lib.load(config.data)
+  if config.model.get("likelihood", None):
+    data_lib.check_likelihood_range(dataset, config.model.likelihood)
+  example_shape = dataset.train["y"].shape[1:]
+  model = models.make(config, example_shape)
+  mesh = make_mesh()
+  num_train = dataset.train["y"].shape[0]
+  if tc.batch_size > num_train:
+    raise ValueError(f"config.train.batch_size = {tc.batch_size} exceeds the {num_train} "
+                     f"training examples of {dataset.name!r}")
+  steps_per_epoch = data_lib.num_batches(num_train, tc.batch_size)
+  total_steps = int(tc.num_epochs * steps_per_epoch)
+  logging.info("Training %s on %s: %d steps (%d per epoch) on %d device(s) [%s], process %d of %d",
+               config.model.name, dataset.name, total_steps, steps_per_epoch, mesh.size,
+               jax.devices()[0].platform, jax.process_index(), jax.process_count())
+
+  tx = make_optimizer(tc)
+  root = jax.random.key(config.seed)
+  init_key, data_key, step_key, eval_key = jax.random.split(root, 4)
+  train_data = replicate(mesh, {"y": dataset.train["y"]})
+  test_data = replicate(mesh, {"y": dataset.test["y"]})
+  replicated = NamedSharding(mesh, P())
+  state = jax.jit(functools.partial(init_state, model, tx), out_shardings=replicated)(
+      init_key, {"y": train_data["y"][:1]})
+
+  manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"),
+                                max_to_keep=tc.get("checkpoints_to_keep", 3))
+  state = manager.restore_latest(state)
+  start_step = int(state["step"])
+  writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+  if is_main:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  if start_step:
+    logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
+
+  train_step = make_train_step(model, tx, mesh, global_batch=tc.batch_size,
+                               binarize=config.data.get("binarize", "none"))
+  eval_batch = tc.get("eval_batch_size", 500)
+  eval_step = make_eval_step(model, eval_batch=eval_batch)
+  permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2, out_shardings=replicated)
+
+  def run_eval(step):
+    metrics = evaluate(eval_step, state["params"], test_data, eval_key, eval_batch=eval_batch)
+    writer.write(step, "test", metrics)
+    return metrics
+
+  last_eval: dict[str, float] = {}
+  perm, perm_epoch = None, -1
+  pending = None  # the previous step's metrics, checked one step behind to keep dispatch async
+  progress = _progress(total_steps, start_step, enabled=is_main and tc.get("progress", True))
+  t_last, step_last = time.perf_counter(), start_step
+
+  def check(step_metrics, step):
+    host = jax.device_get(step_metrics)
+    if not host["finite"]:
+      names = _nonfinite_names(host) or ["parameters"]
+      raise TrainingError(
+          f"non-finite values at step {step}: {', '.join(names)} "
+          f"({', '.join(f'{k}={host[k]}' for k in names if k in host)}); the state was not "
+          f"updated; the last checkpoint (step {manager.latest_step()}) and metrics.jsonl are intact")
+    return host
+
+  with _StopRequest() as stop:
+    try:
+      step = start_step
+      while step < total_steps:
+        epoch, index = divmod(step, steps_per_epoch)
+        if epoch != perm_epoch:
+          perm, perm_epoch = permutation(data_key, epoch, num_train), epoch
+        state, metrics = train_step(state, train_data, perm, index * tc.batch_size, step_key)
+        if pending is not None:
+          check(*pending)
+        step += 1
+        pending = (metrics, step)
+        if step % tc.log_every == 0 or step == total_steps:
+          host = check(*pending)
+          pending = None
+          now = time.perf_counter()
+          host["samples_per_s"] = (step - step_last) * tc.batch_size / max(now - t_last, 1e-9)
+          t_last, step_last = now, step
+          host.pop("finite")
+          writer.write(step, "train", host)
+          progress.set_postfix(loss=f"{host['loss']:.4g}", samples_s=f"{host['samples_per_s']:.0f}")
+        progress.update(1)
+        if step % tc.eval_every == 0 or step == total_steps:
+          last_eval = run_eval(step)
+        if step % tc.checkpoint_every == 0 or step == total_steps:
+          if pending is not None:
+            check(*pending)
+            pending = None
+          manager.save(step, state)
+        if stop.signal is not None:
+          if pending is not None:
+            check(*pending)
+          manager.save(step, state)
+          logging.warning("Stopped by signal %d at step %d; checkpoint saved in %s",
+                          stop.signal, step, workdir)
+          break
+      if not last_eval:  # resumed at the end: the final evaluation is already written
+        previous = writer.last.get("test")
+        last_eval = ({k: v for k, v in previous.items() if k not in ("step", "split")}
+                     if previous and previous["step"] == step else run_eval(step))
+    finally:
+      progress.close()
+      manager.close()
+      writer.close()
+  return last_eval
+
+
+def _progress(total: int, initial: int, *, enabled: bool):
+  from tqdm.auto import tqdm
+
+  return tqdm(total=total, initial=initial, disable=(not enabled) or None, unit="step",
+              dynamic_ncols=True, leave=False)

@@ -1,0 +1,18 @@
+r"""Contractive autoencoder: sigmoid code h = σ(W y + b), F = C(y, ỹ) + λ ‖∂h/∂y‖²_F.
+
+  python -m experiments.run --config=experiments/cae.py
+  python -m experiments.run --config=experiments/cae.py --config.model.contractive_weight=0.0
+"""
+
+from experiments import ae
+
+
+def get_config(arg: str | None = None):
+  config = ae.get_config(arg)
+  config.data.range = "unit"
+  config.model.name = "cae"
+  config.model.latent_dim = 100
+  config.model.latent_activation = "sigmoid"  # the closed form of the lecture's Fig. 4
+  config.model.output_activation = "sigmoid"
+  config.model.contractive_weight = 0.1  # λ (not given in the lecture)
+  return config

@@ -1,0 +1,50 @@
+"""Keys shared by every experiment config; each config file overrides what it needs."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = "mnist5k"
+  config.data.range = "unit"  # 'unit' [0, 1], 'symmetric' [-1, 1], 'raw'
+  config.data.flatten = True
+  config.data.binarize = "none"  # or 'dynamic': y ~ Bernoulli(y) per step
+  config.data.data_dir = ""  # for tfds:<name>
+
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 256
+  config.train.num_epochs = 20
+  config.train.optimizer = "adam"
+  config.train.learning_rate = 1e-3
+  config.train.grad_clip_norm = 0.0
+  config.train.log_every = 10
+  config.train.eval_every = 100
+  config.train.eval_batch_size = 500
+  config.train.checkpoint_every = 200
+  config.train.checkpoints_to_keep = 3
+  config.train.progress = True
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = ""
+  config.model.latent_dim = 1
+
+  # Multi-host: set enabled=True (or the JAX_COORDINATOR_ADDRESS environment variable).
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.enabled = False
+  config.distributed.coordinator_address = ""
+  config.distributed.num_processes = -1
+  config.distributed.process_id = -1
+  return config
+
+
+def quick(config: ml_collections.ConfigDict, *, num_epochs: float = 2) -> ml_collections.ConfigDict:
+  """A variant that finishes in seconds: few epochs, frequent logs/evals/checkpoints."""
+  config.train.num_epochs = num_epochs
+  config.train.log_every = 2
+  config.train.eval_every = 5
+  config.train.checkpoint_every = 5
+  config.train.progress = False
+  return config
