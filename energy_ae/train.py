@@ -179,7 +179,7 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
                  "opt_state": keep(opt_state, state["opt_state"])}
-    metrics = dict(metrics, grad_norm=optax.global_norm(grads), finite=finite.astype(jnp.int32))
+    metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.int32))
     return new_state, metrics
 
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), P(), P()),

@@ -1,0 +1,43 @@
+# Fresh machine: `make run` then `make test`. Each target installs what it needs into .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+.PHONY: install install-test run test test-slow figures bench lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+install-test: $(STAMP)
+
+run: install
+	$(PY) -m experiments.run --config=experiments/dae.py --workdir=runs/dae
+
+test: install-test
+	$(PY) -m pytest -q
+
+test-slow: install-test
+	$(PY) -m pytest -q -m slow
+
+figures: install
+	$(PY) -m experiments.figures --workdir=runs/figures
+
+bench: install
+	$(PIP) install --quiet -e '.[bench]'
+	$(PY) -m experiments.benchmark --out=runs/benchmark.json
+
+lint: install
+	$(PIP) install --quiet -e '.[lint]'
+	$(PY) -m ruff check energy_ae experiments tests
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
