@@ -95,8 +95,9 @@ def maybe_initialize_distributed(config) -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def make_mesh() -> Mesh:
-  return Mesh(np.asarray(jax.devices()), (AXIS,))
+def make_mesh(devices=None) -> Mesh:
+  """A one-axis ``data`` mesh over ``devices`` (default: every device of every process)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))
 
 
 def replicate(mesh: Mesh, tree):
@@ -169,8 +170,12 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
     model_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 1), positions)
     batch = data_lib.prepare_batch(batch, data_keys, binarize=binarize)
 
+    # Mark the replicated parameters as varying per device, so that each device takes
+    # the gradient of its own shard's loss (pmap semantics); without it shard_map
+    # would psum the gradients w.r.t. the unvarying parameters by itself.
+    local_params = lax.pcast(state["params"], AXIS, to="varying")
     (_, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(
-        state["params"], batch, model_keys)
+        local_params, batch, model_keys)
     grads = lax.pmean(grads, AXIS)
     metrics = lax.pmean(metrics, AXIS)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
