@@ -1,0 +1,111 @@
+"""The runner end to end in subprocesses: every quick config, resume, SIGKILL, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_python
+from energy_ae.metrics_io import read_metrics
+
+CONFIGS = ["ellipse", "target_prop", "ae", "dae", "cae", "vae"]
+
+
+def run_cli(config, workdir, *overrides, check=True, devices=1):
+  return run_python(["-m", "experiments.run", f"--config={config}", f"--workdir={workdir}",
+                     *overrides], devices=devices, check=check)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_quick_config_runs_writes_everything_and_resumes(name, tmp_path):
+  run_cli(f"experiments/{name}.py:quick", tmp_path)
+  records = read_metrics(str(tmp_path / "metrics.jsonl"))
+  assert {r["split"] for r in records} == {"train", "test"}
+  assert all("loss" in r or "free_energy" in r or "energy_inferred" in r for r in records)
+  last_step = records[-1]["step"]
+  steps = sorted(os.listdir(tmp_path / "checkpoints"))
+  assert str(last_step) in steps
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+  assert json.loads((tmp_path / "config.json").read_text())["model"]["name"] == name
+  # Resume: more epochs in the same workdir continue from the last checkpoint.
+  config = json.loads((tmp_path / "config.json").read_text())
+  epochs = config["train"]["num_epochs"]
+  proc = run_cli(f"experiments/{name}.py:quick", tmp_path,
+                 f"--config.train.num_epochs={epochs * 2}")
+  assert f"Resumed from the checkpoint at step {last_step}" in proc.stderr
+  resumed = read_metrics(str(tmp_path / "metrics.jsonl"))
+  keys = [(r["step"], r["split"]) for r in resumed]
+  assert len(keys) == len(set(keys))  # no duplicated steps
+  assert resumed[-1]["step"] == 2 * last_step
+
+
+def _final_test_record(workdir):
+  return [r for r in read_metrics(str(workdir / "metrics.jsonl")) if r["split"] == "test"][-1]
+
+
+def test_sigkill_after_the_first_checkpoint_then_restart_ends_where_an_uninterrupted_run_ends(
+    tmp_path):
+  args = ["--config.train.num_epochs=6", "--config.train.checkpoint_every=10"]
+  run_cli("experiments/vae.py:quick", tmp_path / "clean", *args)
+
+  workdir = tmp_path / "killed"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "experiments.run", "--config=experiments/vae.py:quick",
+       f"--workdir={workdir}", *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and proc.poll() is None:
+    if (workdir / "checkpoints" / "10").exists():
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "the run ended before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  killed_at = max(r["step"] for r in read_metrics(str(workdir / "metrics.jsonl")))
+  assert killed_at < 90  # it really was interrupted
+  run_cli("experiments/vae.py:quick", workdir, *args)
+
+  clean, resumed = _final_test_record(tmp_path / "clean"), _final_test_record(workdir)
+  assert clean == resumed
+  records = read_metrics(str(workdir / "metrics.jsonl"))
+  keys = [(r["step"], r["split"]) for r in records]
+  assert len(keys) == len(set(keys))
+
+
+def _last_line(proc):
+  return proc.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["--config.model.name=autoencoder"], "error: unknown model 'autoencoder'; valid names: ae, cae"),
+    (["--config.data.name=mnsit"], "error: unknown dataset 'mnsit'; valid names:"),
+    (["--config.train.batch_size=0"], "error: config.train.batch_size = 0: must be a positive integer"),
+    (["--config.train.learning_rate=-1"], "error: config.train.learning_rate = -1.0: must be finite"),
+    (["--config.train.learning_rate=nan"], "error: config.train.learning_rate = nan: must be finite"),
+    (["--config.model.latent_dim=0"], "error: config.model.latent_dim = 0: must be > 0"),
+    (["--config.train.optimizer=adamax"], "error: config.train.optimizer = 'adamax': unknown optimiser"),
+    (["--config.model.corruption=blur"], "error: unknown corruption 'blur'; valid names: dropout"),
+    (["--config.train.batch_size=5000"], "error: config.train.batch_size = 5000 exceeds the 4000"),
+])
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, overrides, expected):
+  proc = run_cli("experiments/dae.py:quick", tmp_path, *overrides, check=False)
+  assert proc.returncode != 0
+  assert _last_line(proc).startswith(expected), proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+
+
+def test_vae_beta_must_not_be_negative(tmp_path):
+  proc = run_cli("experiments/vae.py:quick", tmp_path, "--config.model.beta=-1", check=False)
+  assert proc.returncode != 0 and _last_line(proc).startswith("error: config.model.beta = -1.0")
+
+
+def test_unknown_override_key_and_missing_config_file(tmp_path):
+  proc = run_cli("experiments/dae.py:quick", tmp_path, "--config.model.latnet_dim=3", check=False)
+  assert proc.returncode != 0 and "latnet_dim" in _last_line(proc)
+  proc = run_cli("experiments/nope.py", tmp_path, check=False)
+  assert proc.returncode != 0 and "nope.py" in _last_line(proc)
