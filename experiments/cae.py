@@ -14,5 +14,7 @@ def get_config(arg: str | None = None):
   config.model.latent_dim = 100
   config.model.latent_activation = "sigmoid"  # the closed form of the lecture's Fig. 4
   config.model.output_activation = "sigmoid"
-  config.model.contractive_weight = 0.1  # λ (not given in the lecture)
+  # λ (not given in the lecture): 5 makes ‖∂h/∂y‖_F 3.5× smaller than λ = 0 (0.73 vs 2.53)
+  # for 17% more reconstruction error (40.9 vs 35.1) on the embedded digits.
+  config.model.contractive_weight = 5.0
   return config
