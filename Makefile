@@ -29,9 +29,11 @@ test-slow: install-test
 	$(PY) -m pytest -q -m slow
 
 figures: install
+	@test -f experiments/figures.py || { echo "make figures: experiments/figures.py is not written yet (issue 6)"; exit 1; }
 	$(PY) -m experiments.figures --workdir=runs/figures
 
 bench: install
+	@test -f experiments/benchmark.py || { echo "make bench: experiments/benchmark.py is not written yet (issue 7)"; exit 1; }
 	$(PIP) install --quiet -e '.[bench]'
 	$(PY) -m experiments.benchmark --out=runs/benchmark.json
 

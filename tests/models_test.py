@@ -145,3 +145,23 @@ def test_vae_importance_weighted_nll_on_a_linear_gaussian_model():
   exact = 0.5 * (np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff)
                  + np.linalg.slogdet(2 * np.pi * cov)[1])
   np.testing.assert_allclose(metrics["nll_iw"], exact, atol=0.1)
+
+
+def test_vae_sampling_and_interpolation_helpers():
+  from energy_ae.models import vae
+
+  config = quick_config("vae")
+  model = models.make(config, (784,))
+  params = model.init(jax.random.key(0), {"y": jnp.zeros((1, 784))})
+  samples = vae.sample(params, config, (784,), jax.random.key(1), 16)
+  assert samples.shape == (16, 784) and float(samples.min()) >= 0 and float(samples.max()) <= 1
+  path = vae.interpolate(params, config, (784,), jnp.zeros(784), jnp.ones(784), num=16)
+  assert path.shape == (16, 784)
+  np.testing.assert_allclose(path[0], model_recon(params, config, jnp.zeros((1, 784)))[0], rtol=1e-5)
+
+
+def model_recon(params, config, y):
+  from energy_ae.models import vae
+
+  net = vae.build(config, (784,))
+  return jax.nn.sigmoid(net.apply(params, y))

@@ -54,12 +54,17 @@ def _log_likelihood(likelihood, decoder_std):
                                 + y.shape[-1] * log_norm)
 
 
+def build(config, example_shape) -> VAE:
+  mc = config.model
+  return VAE(int(mc.latent_dim), tuple(example_shape), mc.to_dict())
+
+
 def make(config, example_shape):
   mc = config.model
   if mc.likelihood not in LIKELIHOODS:
     raise ValueError(f"unknown model.likelihood {mc.likelihood!r}; valid names: "
                      f"{', '.join(LIKELIHOODS)}")
-  net = VAE(int(mc.latent_dim), tuple(example_shape), mc.to_dict())
+  net = build(config, example_shape)
   log_lik = _log_likelihood(mc.likelihood, mc.get("decoder_std", 1.0))
   beta = float(mc.beta)
 
@@ -120,7 +125,7 @@ def make(config, example_shape):
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
   """Decoded samples from z ~ N(0, I), as probabilities (Bernoulli) or means."""
   mc = config.model
-  net = VAE(int(mc.latent_dim), tuple(example_shape), mc.to_dict())
+  net = build(config, example_shape)
   z = jax.random.normal(key, (num, mc.latent_dim))
   out = net.apply(net_params, z, method=VAE.decode)
   return jax.nn.sigmoid(out) if mc.likelihood == "bernoulli" else out
@@ -129,7 +134,7 @@ def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
 def interpolate(net_params, config, example_shape, y_a, y_b, num: int = 16) -> jax.Array:
   """Decodes a straight line between μ(y_a) and μ(y_b) in latent space."""
   mc = config.model
-  net = VAE(int(mc.latent_dim), tuple(example_shape), mc.to_dict())
+  net = build(config, example_shape)
   mu, _ = net.apply(net_params, jnp.stack([y_a, y_b]), method=VAE.encode)
   t = jnp.linspace(0.0, 1.0, num)[:, None]
   out = net.apply(net_params, (1 - t) * mu[0] + t * mu[1], method=VAE.decode)
