@@ -6,6 +6,8 @@ so a process killed mid-write leaves the previous checkpoint as the latest one.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 
 import jax
@@ -16,9 +18,40 @@ class CheckpointError(RuntimeError):
   """A checkpoint that cannot be restored into this run's state."""
 
 
-def _describe(tree) -> dict:
-  return {jax.tree_util.keystr(path): tuple(x.shape)
+# Written beside each finished checkpoint: the SHA-256 of every file orbax wrote, so a
+# damaged checkpoint is named before orbax reads it (orbax fails deep inside tensorstore).
+DIGEST_FILE = "energy_ae_digest.json"
+
+
+def _file_digests(step_dir: str) -> dict[str, str]:
+  digests = {}
+  for root, _, files in os.walk(step_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, step_dir)
+      if rel.startswith(DIGEST_FILE):
+        continue
+      with open(path, "rb") as f:
+        digests[rel] = hashlib.file_digest(f, "sha256").hexdigest()
+  return digests
+
+
+def _key_name(key) -> str:
+  for attr in ("key", "name", "idx"):  # dict key, attribute (named tuple) or sequence index
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _describe(tree) -> dict[str, tuple[int, ...]]:
+  """{'params/encoder/dense_0/kernel': shape, ...} for live arrays and for stored metadata."""
+  return {"/".join(_key_name(k) for k in path): tuple(x.shape)
           for path, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def _first_line(error: Exception, limit: int = 200) -> str:
+  text = (str(error).splitlines() or [""])[0].rstrip(".:")
+  return text if len(text) <= limit else text[:limit] + " ..."
 
 
 class Manager:
@@ -27,7 +60,8 @@ class Manager:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+                                             enable_async_checkpointing=False),
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -37,28 +71,71 @@ class Manager:
       return
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()
+    if jax.process_index() == 0:
+      step_dir = self._step_dir(step)
+      digests = _file_digests(step_dir)
+      tmp = os.path.join(step_dir, DIGEST_FILE + ".tmp")
+      with open(tmp, "w") as f:
+        json.dump(digests, f)
+      os.replace(tmp, os.path.join(step_dir, DIGEST_FILE))
+
+  def _step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _verify(self, step: int, where: str, advice: str) -> None:
+    """Compares the files of a checkpoint with the digests written when it was saved."""
+    path = os.path.join(self._step_dir(step), DIGEST_FILE)
+    if not os.path.exists(path):  # killed between orbax's commit and the digest: unverified
+      return
+    with open(path) as f:
+      saved = json.load(f)
+    found = _file_digests(self._step_dir(step))
+    changed = sorted(k for k in saved if found.get(k) != saved[k])
+    if changed:
+      missing = [k for k in changed if k not in found]
+      raise CheckpointError(
+          f"{where} is damaged: {len(changed)} of the {len(saved)} files saved "
+          f"{'are missing or changed' if missing else 'have changed'} since it was saved "
+          f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}). {advice}")
 
   def restore_latest(self, target):
-    """The latest checkpoint restored into ``target``'s structure and shardings, or ``target``."""
+    """The latest checkpoint restored into ``target``'s structure and shardings, or ``target``.
+
+    The stored array shapes are compared with ``target``'s before reading any data,
+    so another model or changed shapes is a ``CheckpointError`` naming the arrays,
+    and so is a checkpoint whose files are damaged.
+    """
     step = self._manager.latest_step()
     if step is None:
       return target
+    where = f"the checkpoint at step {step} in {self.directory}"
+    advice = "Use another --workdir, or delete that checkpoint to resume from an earlier one."
+    self._verify(step, where, advice)
+    try:
+      metadata = self._manager.item_metadata(step)
+    except Exception as e:  # orbax raises many types for unreadable metadata
+      raise CheckpointError(f"{where} is damaged ({type(e).__name__}: {_first_line(e)}). "
+                            f"{advice}") from e
+    stored = getattr(metadata, "tree", None)
+    if stored is None:
+      raise CheckpointError(f"{where} is damaged: its metadata is missing. {advice}")
+    want, got = _describe(target), _describe(stored)
+    if want != got:
+      missing = sorted(set(want) - set(got))
+      extra = sorted(set(got) - set(want))
+      differ = [f"{k} {got[k]} vs {want[k]}" for k in sorted(set(want) & set(got))
+                if want[k] != got[k]]
+      parts = ([f"shapes differ (stored vs this run): {', '.join(differ[:4])}"] if differ else [])
+      parts += [f"not stored: {', '.join(missing[:4])}"] if missing else []
+      parts += [f"not in this model: {', '.join(extra[:4])}"] if extra else []
+      raise CheckpointError(f"{where} belongs to another model or config; "
+                            f"{'; '.join(parts)}. {advice}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
-      restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception as e:  # orbax raises many types for a mismatched or damaged tree
-      raise CheckpointError(
-          f"the checkpoint at step {step} in {self.directory} cannot be restored into this "
-          f"run's state (another model or changed shapes?): {type(e).__name__}: "
-          f"{str(e).splitlines()[0] if str(e) else ''}. Use another --workdir or delete it."
-      ) from e
-    want, got = _describe(target), _describe(restored)
-    if want != got:
-      diff = sorted(k for k in want if want[k] != got.get(k))
-      raise CheckpointError(
-          f"the checkpoint at step {step} in {self.directory} does not match this model: "
-          f"shapes differ at {diff[:5]}. Use another --workdir or delete it.")
-    return restored
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # shapes matched: the array files themselves are damaged
+      raise CheckpointError(f"{where} is damaged ({type(e).__name__}: {_first_line(e)}). "
+                            f"{advice}") from e
 
   def close(self) -> None:
     self._manager.close()

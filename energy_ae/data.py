@@ -8,6 +8,8 @@ A dataset is two splits of NumPy arrays, ``{"y": (N, ...), "label": (N,)}``:
 * ``ellipse``  — the lecture's 2-D toy: y = [2 cos θ + ε₁, 1.5 sin θ + ε₂], θ ~ U(0, 2π),
   ε ~ N(0, σ²), 24 training samples by default.
 * ``spiral``   — a two-turn 2-D spiral in [−1, 1]² (clean points; the DAE corrupts them).
+* ``npz:PATH`` — your own arrays: a NumPy ``.npz`` file holding ``train`` and ``test``
+  (N, ...) arrays and optionally ``train_label`` / ``test_label``.
 * ``tfds:NAME`` — any TensorFlow Datasets image set prepared in ``data.data_dir`` in the
   ``array_record`` format, read by random access without TensorFlow.
 
@@ -58,7 +60,7 @@ def register_dataset(name: str):
 
 
 def dataset_names() -> list[str]:
-  return sorted(_LOADERS) + ["tfds:<name>"]
+  return sorted(_LOADERS) + ["npz:<path>", "tfds:<name>"]
 
 
 def _seeded_split(y: np.ndarray, label: np.ndarray, num_test: int, seed: int) -> tuple[Split, Split]:
@@ -154,6 +156,49 @@ def _tfds_split(source, name: str, split: str) -> Split:
   return {"y": images, "label": labels}
 
 
+def _raw_range(name: str, y: np.ndarray) -> tuple[float, float]:
+  """Pixel range of stored images: [0, 1] or [0, 255] when they fit, else the data's own."""
+  low, high = float(y.min()), float(y.max())
+  if low >= 0.0 and high <= 1.0:
+    return 0.0, 1.0
+  if low >= 0.0 and high <= 255.0:
+    return 0.0, 255.0
+  if high == low:
+    raise DataError(f"dataset {name!r}: every value is {low:g}; nothing to rescale")
+  return low, high
+
+
+def _load_npz(path: str) -> tuple[Split, Split, tuple[float, float]]:
+  name = f"npz:{path}"
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      arrays = {k: f[k] for k in f.files}
+  except FileNotFoundError as e:
+    raise DataError(f"dataset {name!r}: no such file") from e
+  except (OSError, ValueError) as e:
+    raise DataError(f"dataset {name!r} is not a readable .npz file: {e}") from e
+  splits = []
+  for split in ("train", "test"):
+    if split not in arrays:
+      raise DataError(f"dataset {name!r} has no {split!r} array (it holds {sorted(arrays)}); "
+                      f"save it with np.savez(path, train=..., test=...)")
+    y = np.asarray(arrays[split])
+    if y.ndim < 2 or not np.issubdtype(y.dtype, np.number):
+      raise DataError(f"dataset {name!r}: {split!r} must be a numeric (N, ...) array of examples, "
+                      f"got shape {y.shape} and dtype {y.dtype}")
+    label = arrays.get(f"{split}_label", np.zeros(len(y), np.int32))
+    if label.shape != (len(y),):
+      raise DataError(f"dataset {name!r}: {split}_label has shape {label.shape}, "
+                      f"expected ({len(y)},)")
+    splits.append({"y": y.astype(np.float32), "label": label.astype(np.int32)})
+  train, test = splits
+  if train["y"].shape[1:] != test["y"].shape[1:]:
+    raise DataError(f"dataset {name!r}: train examples have shape {train['y'].shape[1:]} but "
+                    f"test examples {test['y'].shape[1:]}")
+  finite = train["y"][np.isfinite(train["y"])]
+  return train, test, _raw_range(name, finite) if finite.size else (0.0, 1.0)
+
+
 def _load_tfds(name: str, config) -> tuple[Split, Split, tuple[float, float]]:
   try:
     import tensorflow_datasets as tfds
@@ -205,6 +250,8 @@ def load(config: Mapping[str, Any]) -> Dataset:
   name = config["name"]
   if name.startswith("tfds:"):
     train, test, raw_range = _load_tfds(name[len("tfds:"):], config)
+  elif name.startswith("npz:"):
+    train, test, raw_range = _load_npz(name[len("npz:"):])
   elif name in _LOADERS:
     train, test, raw_range = _LOADERS[name](config)
   else:

@@ -30,6 +30,9 @@ from energy_ae import checkpoints, data as data_lib, keys as keys_lib, models
 from energy_ae.metrics_io import MetricWriter
 
 AXIS = "data"
+# What a step with a non-finite loss, gradient or parameter does: stop the run, or skip
+# the step (it is never applied) and count it in the train metrics as `nonfinite_steps`.
+ON_NONFINITE = ("stop", "skip")
 
 
 class TrainingError(RuntimeError):
@@ -62,8 +65,13 @@ def validate_config(config) -> None:
   beta = m.get("beta", 1.0)
   if not beta >= 0:
     bad("model.beta", beta, "must be >= 0 (inf for the zero-temperature limit)")
-  if m.get("iw_samples", 0) < 0:
-    bad("model.iw_samples", m.iw_samples, "must be >= 0")
+  for field in ("iw_samples", "iw_chunk"):
+    if field in m and (not isinstance(m[field], int) or m[field] <= 0):
+      bad(f"model.{field}", m[field], "must be a positive integer (k of the importance sampler)")
+  if t.get("on_nonfinite", "stop") not in ON_NONFINITE:
+    bad("train.on_nonfinite", t.on_nonfinite, f"must be one of {', '.join(ON_NONFINITE)}")
+  if t.get("max_consecutive_nonfinite", 1) <= 0:
+    bad("train.max_consecutive_nonfinite", t.max_consecutive_nonfinite, "must be > 0")
   for field in ("eval_every", "checkpoint_every", "log_every"):
     if t.get(field, 1) <= 0:
       bad(f"train.{field}", t[field], "must be > 0")
@@ -288,7 +296,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"),
                                 max_to_keep=tc.get("checkpoints_to_keep", 3))
-  state = manager.restore_latest(state)
+  try:
+    state = manager.restore_latest(state)
+  except checkpoints.CheckpointError:
+    manager.close()  # else orbax's background threads die noisily at exit
+    raise
   start_step = int(state["step"])
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
   if is_main:
@@ -314,15 +326,32 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   progress = _progress(total_steps, start_step, enabled=is_main and tc.get("progress", True))
   t_last, step_last = time.perf_counter(), start_step
 
+  skip_nonfinite = tc.get("on_nonfinite", "stop") == "skip"
+  max_consecutive = tc.get("max_consecutive_nonfinite", 10)
+  previous_train = writer.last.get("train") or {}
+  nonfinite = {"total": int(previous_train.get("nonfinite_steps", 0)), "consecutive": 0}
+
   def check(step_metrics, step):
+    """The step's metrics on the host; stops (or, if configured, skips) a non-finite step."""
     host = jax.device_get(step_metrics)
-    if not host["finite"]:
-      names = _nonfinite_names(host) or ["parameters"]
-      raise TrainingError(
-          f"non-finite values at step {step}: {', '.join(names)} "
-          f"({', '.join(f'{k}={host[k]}' for k in names if k in host)}); the state was not "
-          f"updated; the last checkpoint (step {manager.latest_step()}) and metrics.jsonl are intact")
-    return host
+    if host["finite"]:
+      nonfinite["consecutive"] = 0
+      return host
+    nonfinite["total"] += 1
+    nonfinite["consecutive"] += 1
+    names = _nonfinite_names(host) or ["parameters"]
+    what = (f"non-finite values at step {step}: {', '.join(names)} "
+            f"({', '.join(f'{k}={host[k]}' for k in names if k in host)})")
+    if skip_nonfinite and nonfinite["consecutive"] < max_consecutive:
+      logging.warning("%s; step skipped (%d skipped in all)", what, nonfinite["total"])
+      return host
+    if skip_nonfinite:
+      what += f", the {max_consecutive}th skipped step in a row (train.max_consecutive_nonfinite)"
+    saved = manager.latest_step()
+    raise TrainingError(
+        f"{what}; the state was not updated; "
+        f"{'no checkpoint was saved yet' if saved is None else f'the last checkpoint (step {saved})'}"
+        f" and metrics.jsonl are intact")
 
   with _StopRequest() as stop:
     try:
@@ -343,6 +372,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           host["samples_per_s"] = (step - step_last) * tc.batch_size / max(now - t_last, 1e-9)
           t_last, step_last = now, step
           host.pop("finite")
+          if skip_nonfinite:
+            host["nonfinite_steps"] = nonfinite["total"]
           writer.write(step, "train", host)
           progress.set_postfix(loss=f"{host['loss']:.4g}", samples_s=f"{host['samples_per_s']:.0f}")
         progress.update(1)

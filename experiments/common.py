@@ -26,6 +26,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.checkpoint_every = 200
   config.train.checkpoints_to_keep = 3
   config.train.progress = True
+  # A step with a non-finite loss, gradient or parameter is never applied; 'stop' ends
+  # the run naming the step and terms, 'skip' goes on and counts it (nonfinite_steps),
+  # stopping after max_consecutive_nonfinite skipped steps in a row.
+  config.train.on_nonfinite = "stop"
+  config.train.max_consecutive_nonfinite = 10
 
   config.model = ml_collections.ConfigDict()
   config.model.name = ""

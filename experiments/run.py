@@ -36,6 +36,8 @@ def default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.config is None:
+    raise ValueError("--config=FILE is required, e.g. --config=experiments/dae.py")
   config = FLAGS.config
   train.maybe_initialize_distributed(config)  # before any device is touched
   import jax
@@ -56,16 +58,54 @@ class _HideOrbaxChatter(std_logging.Filter):
     return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
 
 
+def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
+  """Says which --config flag failed to parse, or None for an error of ours."""
+  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
+    e = e.args[0]
+  text = str(e.args[0]) if e.args else ""
+  if "has no attribute 'get_config'" in text:
+    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the config file")
+    return f"config file {path.split(':')[0]} has no get_config() function"
+  lines = text.splitlines() or [""]
+  missing, hint = lines[0].strip("\"'"), " ".join(lines[1:])
+  for arg in argv:
+    if arg.startswith("--config.") and "=" in arg:
+      key = arg[len("--config."):].split("=", 1)[0]
+      if missing and missing in key.split("."):
+        return (f"{arg}: the config has no key {key!r} (overrides can only change existing "
+                f"keys){'; ' + hint if hint else ''}")
+  return None
+
+
 def run():
   std_logging.getLogger("absl").setLevel(std_logging.INFO)
   std_logging.getLogger("absl").addFilter(_HideOrbaxChatter())
   try:
     app.run(main)
+  except (KeyError, AttributeError) as e:  # ml_collections: no such key / no get_config
+    message = _explain_flag_error(e, sys.argv)
+    if message is None and isinstance(e, KeyError):
+      message = str(e.args[0]) if e.args else repr(e)  # str() of a KeyError is its repr
+    if message is None:
+      raise
+    _fail(message)
+  except OSError as e:
+    if "Configuration is not available" not in str(e):  # ml_collections: unreadable config file
+      if isinstance(e, FileNotFoundError):
+        _fail(str(e))
+      raise
+    path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
+    _fail(f"config file {path.split(':')[0]} cannot be loaded: "
+          f"{str(e).strip().splitlines()[-1].strip()}")
   except EXPECTED_ERRORS as e:
-    if "--verbose" in sys.argv:
-      traceback.print_exc()
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+    _fail(str(e))
+
+
+def _fail(message: str):
+  if "--verbose" in sys.argv:
+    traceback.print_exc()
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(1)
 
 
 if __name__ == "__main__":

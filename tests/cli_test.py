@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, run_python
@@ -104,8 +105,95 @@ def test_vae_beta_must_not_be_negative(tmp_path):
   assert proc.returncode != 0 and _last_line(proc).startswith("error: config.model.beta = -1.0")
 
 
-def test_unknown_override_key_and_missing_config_file(tmp_path):
-  proc = run_cli("experiments/dae.py:quick", tmp_path, "--config.model.latnet_dim=3", check=False)
-  assert proc.returncode != 0 and "latnet_dim" in _last_line(proc)
+def _assert_one_clear_line(proc, expected):
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert _last_line(proc).startswith(expected), proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["--config.model.latnet_dim=3"],
+     "error: --config.model.latnet_dim=3: the config has no key 'model.latnet_dim'"),
+    (["--config.trian.batch_size=3"], "error: --config.trian.batch_size=3: the config has no key"),
+    (["--config.model.energy.C.term=squared_eror"],
+     "error: unknown energy term 'squared_eror'; valid names: bernoulli_nll"),
+    (["--config.train.on_nonfinite=ignore"],
+     "error: config.train.on_nonfinite = 'ignore': must be one of stop, skip"),
+])
+def test_bad_keys_and_names_through_the_cli(tmp_path, overrides, expected):
+  _assert_one_clear_line(run_cli("experiments/dae.py:quick", tmp_path, *overrides, check=False),
+                         expected)
+
+
+def test_missing_config_file_and_config_without_get_config(tmp_path):
   proc = run_cli("experiments/nope.py", tmp_path, check=False)
   assert proc.returncode != 0 and "nope.py" in _last_line(proc)
+  assert "Traceback" not in proc.stderr
+  (tmp_path / "not_a_config.py").write_text("BATCH_SIZE = 32\n")
+  _assert_one_clear_line(run_cli(str(tmp_path / "not_a_config.py"), tmp_path, check=False),
+                         f"error: config file {tmp_path / 'not_a_config.py'} has no get_config()")
+
+
+def test_importance_samples_must_be_positive(tmp_path):
+  _assert_one_clear_line(
+      run_cli("experiments/vae.py:quick", tmp_path, "--config.model.iw_samples=0", check=False),
+      "error: config.model.iw_samples = 0: must be a positive integer")
+
+
+def test_a_batch_not_divisible_by_the_device_count_is_named(tmp_path):
+  _assert_one_clear_line(
+      run_cli("experiments/dae.py:quick", tmp_path, "--config.train.batch_size=255", devices=2,
+              check=False),
+      "error: config.train.batch_size = 255 is not divisible by the 2 devices")
+
+
+def _npz_cases(directory):
+  rng = np.random.default_rng(0)
+  good = rng.uniform(size=(300, 16)).astype(np.float32)
+  with_nan, with_inf = good.copy(), good[:50].copy()
+  with_nan[3, 4], with_inf[5, 1] = np.nan, np.inf
+  arrays = {
+      "nan": dict(train=with_nan, test=good[:50]),
+      "inf": dict(train=good, test=with_inf),
+      "shape": dict(train=good, test=good[:50, :15]),
+      "wide": dict(train=good * 6 - 3, test=good[:50] * 6 - 3),
+      "empty": dict(train=good, test=good[:0]),
+      "notest": dict(train=good),
+  }
+  for name, a in arrays.items():
+    np.savez(directory / f"{name}.npz", **a)
+
+
+@pytest.mark.parametrize("name,extra,expected", [
+    ("nan", [], "the train split holds 1 NaN or infinite values"),
+    ("inf", [], "the test split holds 1 NaN or infinite values"),
+    ("shape", [], "train examples have shape (16,) but test examples (15,)"),
+    ("wide", ["--config.data.range=raw"],
+     "a Bernoulli likelihood needs targets in [0, 1] but y spans [-2.99"),
+    ("empty", [], "the test split is empty"),
+    ("notest", [], "has no 'test' array (it holds ['train'])"),
+    ("missing", [], "no such file"),
+])
+def test_bad_data_is_one_clear_line_naming_the_dataset(tmp_path, name, extra, expected):
+  _npz_cases(tmp_path)
+  path = tmp_path / f"{name}.npz"
+  proc = run_cli("experiments/vae.py:quick", tmp_path / "run", f"--config.data.name=npz:{path}",
+                 *extra, check=False)
+  _assert_one_clear_line(proc, f"error: dataset 'npz:{path}'")
+  assert expected in _last_line(proc)
+
+
+def test_own_npz_data_trains(tmp_path):
+  digits = sklearn_digits()
+  np.savez(tmp_path / "digits.npz", train=digits[:1400], test=digits[1400:],
+           train_label=np.zeros(1400, np.int32), test_label=np.zeros(len(digits) - 1400, np.int32))
+  run_cli("experiments/vae.py:quick", tmp_path / "run", f"--config.data.name=npz:{tmp_path}/digits.npz")
+  records = read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+  losses = [r["loss"] for r in records if r["split"] == "train"]
+  assert losses[-1] < losses[0]
+
+
+def sklearn_digits():
+  from sklearn.datasets import load_digits
+
+  return load_digits().data.reshape(-1, 8, 8).astype(np.float32)  # 0..16: rescaled as raw data

@@ -1,15 +1,17 @@
 """Numerical faults and interruptions lose nothing already written."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_python
 from energy_ae import train
 from energy_ae.metrics_io import read_metrics
 from experiments import ae
@@ -39,10 +41,7 @@ EXPLODING_MODEL = textwrap.dedent('''
 
 
 def test_a_non_finite_loss_stops_at_once_naming_the_step_and_term(tmp_path, monkeypatch):
-  (tmp_path / "faulty").mkdir()
-  (tmp_path / "faulty" / "__init__.py").write_text("")
-  (tmp_path / "faulty" / "exploding.py").write_text(EXPLODING_MODEL)
-  monkeypatch.syspath_prepend(str(tmp_path))
+  _faulty_package(tmp_path, monkeypatch)
   config = ae.get_config("quick")
   config.model.name = "faulty.exploding"
   config.train.optimizer = "sgd"
@@ -57,7 +56,8 @@ def test_a_non_finite_loss_stops_at_once_naming_the_step_and_term(tmp_path, monk
   assert [r["step"] for r in records if r["split"] == "train"] == [1]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
   proc = subprocess.Popen(
       [sys.executable, "-m", "experiments.run", "--config=experiments/vae.py:quick",
@@ -67,9 +67,121 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   deadline = time.time() + 120
   while time.time() < deadline and not read_metrics(str(tmp_path / "metrics.jsonl")):
     time.sleep(0.1)
-  proc.send_signal(signal.SIGTERM)
+  proc.send_signal(sig)
   _, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
-  assert "Stopped by signal" in err
+  assert f"Stopped by signal {int(sig)}" in err
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
   assert len(steps) == 1 and 0 < steps[0] < 200 * 15
+
+
+FLAKY_MODEL = textwrap.dedent('''
+    import jax
+    import jax.numpy as jnp
+    from energy_ae.models import Model
+
+    def make(config, example_shape):
+      """E = (w − 1)², made NaN on the steps whose first example key draws u < 0.3."""
+      def init(key, batch):
+        return {"w": jnp.zeros(())}
+
+      def loss(params, batch, keys):
+        fault = jax.random.uniform(keys[0]) < 0.3
+        c = (params["w"] - 1.0) ** 2 + jnp.where(fault, jnp.nan, 0.0)
+        return c, {"loss": c, "C": c}
+
+      def evaluate(params, batch, keys):
+        return {"C": (params["w"] - 1.0) ** 2}
+
+      return Model(init, loss, evaluate)
+''')
+
+
+def _faulty_package(tmp_path, monkeypatch):
+  (tmp_path / "faulty").mkdir()
+  (tmp_path / "faulty" / "__init__.py").write_text("")
+  (tmp_path / "faulty" / "exploding.py").write_text(EXPLODING_MODEL)
+  (tmp_path / "faulty" / "flaky.py").write_text(FLAKY_MODEL)
+  monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path, monkeypatch):
+  _faulty_package(tmp_path, monkeypatch)
+  config = ae.get_config("quick")
+  config.model.name = "faulty.flaky"
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.1
+  config.train.num_epochs = 4  # 60 steps
+  config.train.log_every = 1
+  config.train.on_nonfinite = "skip"
+  final = train.train_and_evaluate(config, str(tmp_path / "run"))
+  records = [r for r in read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+             if r["split"] == "train"]
+  skipped = [r["step"] for r in records if not np.isfinite(float(r["loss"]))]  # "nan" in JSON
+  assert 5 < len(skipped) < 40
+  assert records[-1]["nonfinite_steps"] == len(skipped)
+  assert final["C"] < 1e-3  # the finite steps still reach w = 1
+
+
+def test_skip_mode_stops_after_too_many_non_finite_steps_in_a_row(tmp_path, monkeypatch):
+  _faulty_package(tmp_path, monkeypatch)
+  config = ae.get_config("quick")
+  config.model.name = "faulty.exploding"
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 0.3
+  config.train.on_nonfinite = "skip"
+  config.train.max_consecutive_nonfinite = 4
+  with pytest.raises(train.TrainingError, match=r"non-finite values at step 5: R, loss .* the 4th "
+                                               r"skipped step in a row"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+
+
+def _run(config, workdir, *overrides, check=True):
+  return run_python(["-m", "experiments.run", f"--config={config}", f"--workdir={workdir}",
+                     *overrides], check=check)
+
+
+def _snapshot(directory):
+  return {p: p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage,expected", [
+    ("other_model", r"belongs to another model or config; shapes differ \(stored vs this run\): "
+                    r"opt_state/0/mu/params/decoder/dense_0/kernel \(30, 784\) vs \(10, 784\)"),
+    ("corrupt_arrays", r"is damaged: \d+ of the \d+ files saved have changed since it was saved"),
+    ("no_metadata", r"is damaged: its metadata is missing"),
+])
+def test_an_incompatible_or_damaged_checkpoint_is_a_clear_error_that_keeps_everything(
+    tmp_path, damage, expected):
+  _run("experiments/ae.py:quick", tmp_path)
+  last = tmp_path / "checkpoints" / "30"
+  if damage == "corrupt_arrays":
+    for f in last.rglob("*"):
+      if f.is_file() and f.parent.name == "d":
+        f.write_bytes(b"\0" * 100)
+  elif damage == "no_metadata":
+    (last / "default" / "_METADATA").unlink()
+    (last / "default" / "manifest.ocdbt").unlink()
+    (last / "energy_ae_digest.json").unlink()  # as if killed before the digest was written
+  before = _snapshot(tmp_path)
+  overrides = ["--config.model.latent_dim=10"] if damage == "other_model" else []
+  proc = _run("experiments/ae.py:quick", tmp_path, "--config.train.num_epochs=3", *overrides,
+              check=False)
+  assert proc.returncode == 1
+  last_line = proc.stderr.strip().splitlines()[-1]
+  assert re.match(f"error: the checkpoint at step 30 in {re.escape(str(tmp_path))}/checkpoints "
+                  f"{expected}", last_line), proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr
+  assert _snapshot(tmp_path) == before  # nothing written, nothing lost
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+  config = "experiments/target_prop.py:quick"
+  _run(config, tmp_path / "a")
+  _run(config, tmp_path / "b")
+
+  def records(name):
+    return [{k: v for k, v in r.items() if k != "samples_per_s"}
+            for r in read_metrics(str(tmp_path / name / "metrics.jsonl"))]
+
+  assert records("a") == records("b")
