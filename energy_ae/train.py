@@ -356,6 +356,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   with _StopRequest() as stop:
     try:
       step = start_step
+      if step == 0 and tc.get("eval_at_start", True):  # the untrained model: where curves start
+        run_eval(0)
       while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:

@@ -22,6 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.grad_clip_norm = 0.0
   config.train.log_every = 10
   config.train.eval_every = 100
+  config.train.eval_at_start = True  # a test record at step 0, before any update
   config.train.eval_batch_size = 500
   config.train.checkpoint_every = 200
   config.train.checkpoints_to_keep = 3

@@ -140,13 +140,6 @@ def test_importance_samples_must_be_positive(tmp_path):
       "error: config.model.iw_samples = 0: must be a positive integer")
 
 
-def test_a_batch_not_divisible_by_the_device_count_is_named(tmp_path):
-  _assert_one_clear_line(
-      run_cli("experiments/dae.py:quick", tmp_path, "--config.train.batch_size=255", devices=2,
-              check=False),
-      "error: config.train.batch_size = 255 is not divisible by the 2 devices")
-
-
 def _npz_cases(directory):
   rng = np.random.default_rng(0)
   good = rng.uniform(size=(300, 16)).astype(np.float32)
