@@ -26,7 +26,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from energy_ae import checkpoints, data as data_lib, keys as keys_lib, models
+from energy_ae import checkpoints, data as data_lib, keys as keys_lib, metrics as metrics_lib, models
 from energy_ae.metrics_io import MetricWriter
 
 AXIS = "data"
@@ -227,6 +227,26 @@ def evaluate(eval_step, params, test_data, key, *, eval_batch: int) -> dict[str,
   return {k: float(v) / float(count) for k, v in totals.items()}
 
 
+def encode_all(encode_step, params, y, *, batch_size: int) -> np.ndarray:
+  """The latent codes of every example of ``y`` (on the device), as one host array."""
+  codes = [encode_step(params, y[i:i + batch_size]) for i in range(0, y.shape[0], batch_size)]
+  return np.concatenate([np.asarray(c.addressable_shards[0].data) for c in codes])
+
+
+def linear_probe(encode_step, params, train_y, test_y, dataset: data_lib.Dataset, *,
+                 batch_size: int, max_iter: int) -> dict[str, float]:
+  """{'probe_accuracy': ...} of a logistic regression on the codes, or {} without labels."""
+  labels = dataset.train["label"]
+  if len(np.unique(labels)) < 2:
+    return {}
+  train_codes = encode_all(encode_step, params, train_y, batch_size=batch_size)
+  test_codes = encode_all(encode_step, params, test_y, batch_size=batch_size)
+  accuracy = metrics_lib.linear_probe_accuracy(
+      train_codes.reshape(len(train_codes), -1), labels,
+      test_codes.reshape(len(test_codes), -1), dataset.test["label"], max_iter=max_iter)
+  return {"probe_accuracy": accuracy}
+
+
 # ----------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------
@@ -315,8 +335,15 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   eval_step = make_eval_step(model, eval_batch=eval_batch)
   permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2, out_shardings=replicated)
 
+  probe = model.encode is not None and tc.get("linear_probe", True)
+  encode_step = jax.jit(model.encode) if probe else None
+
   def run_eval(step):
     metrics = evaluate(eval_step, state["params"], test_data, eval_key, eval_batch=eval_batch)
+    if probe:
+      metrics.update(linear_probe(encode_step, state["params"], train_data["y"], test_data["y"],
+                                  dataset, batch_size=eval_batch,
+                                  max_iter=tc.get("linear_probe_max_iter", 1000)))
     writer.write(step, "test", metrics)
     return metrics
 

@@ -24,6 +24,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.train.eval_every = 100
   config.train.eval_at_start = True  # a test record at step 0, before any update
   config.train.eval_batch_size = 500
+  # At each evaluation: test accuracy of a logistic regression on the training codes
+  # (models with an encoder, data sets with labels).
+  config.train.linear_probe = True
+  config.train.linear_probe_max_iter = 1000
   config.train.checkpoint_every = 200
   config.train.checkpoints_to_keep = 3
   config.train.progress = True

@@ -9,6 +9,8 @@ returns a ``Model`` of three pure functions:
   named energy term); ``keys`` holds one PRNG key per example.
 * ``evaluate(params, batch, keys) -> metrics``: per-example test metrics, each of
   shape (B,) (or a scalar, counted once per example).
+* ``encode(params, y) -> codes`` (optional): the (B, d) latent codes of a batch, for
+  the linear probe and the figures; None for models without an encoder.
 
 The registry is by convention: ``config.model.name = "vae"`` imports
 ``energy_ae.models.vae``; a dotted name (``mypkg.my_model``) imports that module, so
@@ -27,6 +29,7 @@ class Model(NamedTuple):
   init: Callable[..., Any]
   loss: Callable[..., Any]
   evaluate: Callable[..., Any]
+  encode: Callable[..., Any] | None = None
 
 
 def model_names() -> list[str]:

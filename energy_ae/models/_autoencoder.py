@@ -9,9 +9,8 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from energy_ae import energies
+from energy_ae import energies, metrics
 from energy_ae.models import modules
 
 _RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
@@ -64,26 +63,11 @@ def quantities(net: AutoEncoder, params, y_in: jax.Array, y: jax.Array) -> dict:
 
 def jacobian_fro(net: AutoEncoder, params, y: jax.Array) -> jax.Array:
   """‖∂h/∂y‖_F per example (the encoders reshape flat examples themselves)."""
-  return jnp.sqrt(energies.contractive(encoder_fn(net, params), y.reshape(y.shape[0], -1)))
-
-
-def psnr(a: jax.Array, b: jax.Array, value_range: tuple[float, float]) -> jax.Array:
-  """PSNR in dB on [0, 1] images (both mapped from ``value_range`` and clipped), per example."""
-  low, high = value_range
-  to_unit = lambda x: jnp.clip((x.reshape(x.shape[0], -1) - low) / (high - low), 0.0, 1.0)
-  mse = jnp.mean(jnp.square(to_unit(a) - to_unit(b)), axis=-1)
-  return 10.0 * jnp.log10(1.0 / jnp.maximum(mse, 1e-12))
+  return metrics.jacobian_frobenius(encoder_fn(net, params), y)
 
 
 def value_range(config) -> tuple[float, float] | None:
   return _RANGES.get(config.data.get("range", "raw"))
-
-
-def mean_metrics(total, terms) -> tuple[jax.Array, dict]:
-  loss = jnp.mean(total)
-  metrics = {"loss": loss}
-  metrics.update({k: jnp.mean(v) for k, v in terms.items()})
-  return loss, metrics
 
 
 def make_autoencoder_model(config, example_shape, energy: energies.Energy, corrupt=None):
@@ -103,7 +87,7 @@ def make_autoencoder_model(config, example_shape, energy: energies.Energy, corru
   def loss(params, batch, keys):
     y_in, y = _inputs(batch, keys)
     total, terms = energy(**quantities(net, params, y_in, y))
-    return mean_metrics(total, terms)
+    return metrics.mean_metrics(total, terms)
 
   def evaluate(params, batch, keys):
     y_in, y = _inputs(batch, keys)
@@ -113,8 +97,11 @@ def make_autoencoder_model(config, example_shape, energy: energies.Energy, corru
            "jacobian_fro": jacobian_fro(net, params, y)}
     out.update(terms)
     if corrupt is not None and vrange is not None:
-      out["psnr_in"] = psnr(y_in, y, vrange)
-      out["psnr_out"] = psnr(q["y_tilde"], y, vrange)
+      out["psnr_in"] = metrics.psnr(y_in, y, vrange)
+      out["psnr_out"] = metrics.psnr(q["y_tilde"], y, vrange)
     return out
 
-  return Model(init, loss, evaluate), net
+  def encode(params, y):
+    return net.apply(params, y, method=AutoEncoder.encode)
+
+  return Model(init, loss, evaluate, encode), net

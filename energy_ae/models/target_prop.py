@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from energy_ae import energies, inference
+from energy_ae import energies, inference, metrics
 from energy_ae.models import Model, modules
 
 INNER_OPTIMIZERS = {
@@ -67,10 +67,7 @@ def make(config, example_shape):
     flat, z_tilde, z_check, _ = infer(params, batch["y"])
     total, terms = energy(y=flat, y_tilde=decoder.apply(params["decoder"], z_check), z=z_check,
                           z_tilde=z_tilde)
-    value = jnp.mean(total)
-    metrics = {"loss": value}
-    metrics.update({k: jnp.mean(v) for k, v in terms.items()})
-    return value, metrics
+    return metrics.mean_metrics(total, terms)
 
   def evaluate(params, batch, keys):
     del keys
@@ -80,7 +77,11 @@ def make(config, example_shape):
       e, terms = energy_no_d(y=flat, y_tilde=decoder.apply(params["decoder"], z), z=z)
       out[f"energy_{name}"] = e
       out[f"reconstruction_{name}"] = terms["C"]
-    out["amortisation_gap"] = out["energy_encoder"] - out["energy_inferred"]
+    out["amortisation_gap"] = metrics.amortisation_gap(out["energy_encoder"],
+                                                       out["energy_inferred"])
     return out
 
-  return Model(init, loss, evaluate)
+  def encode(params, y):
+    return encoder.apply(params["encoder"], y)  # z̃
+
+  return Model(init, loss, evaluate, encode)

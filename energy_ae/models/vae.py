@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from energy_ae import energies, keys as keys_lib
+from energy_ae import energies, keys as keys_lib, metrics as metrics_lib
 from energy_ae.models import Model, modules
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -101,7 +101,6 @@ def make(config, example_shape):
     flat = y.reshape(y.shape[0], -1)
     mu, logvar = net.apply(params, y, method=VAE.encode)
     std = jnp.exp(0.5 * logvar)
-    num_chunks = -(-num_samples // chunk)
 
     def chunk_log_w(i):
       chunk_keys = jax.vmap(jax.random.fold_in, (0, None))(keys, i)
@@ -112,14 +111,14 @@ def make(config, example_shape):
       log_p_y = jax.vmap(lambda o: log_lik(flat, o))(out)
       log_prior = -0.5 * jnp.sum(z**2 + math.log(2 * math.pi), -1)
       log_q = -0.5 * jnp.sum(eps**2 + logvar + math.log(2 * math.pi), -1)
-      valid = (i * chunk + jnp.arange(chunk)) < num_samples
-      return jnp.where(valid[:, None], log_p_y + log_prior - log_q, -jnp.inf)
+      return log_p_y + log_prior - log_q
 
-    log_w = jax.lax.map(chunk_log_w, jnp.arange(num_chunks))  # (chunks, chunk, B)
-    log_w = log_w.reshape(-1, flat.shape[0])
-    return -(jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples))
+    return metrics_lib.importance_weighted_nll(chunk_log_w, num_samples=num_samples, chunk=chunk)
 
-  return Model(init, loss, evaluate)
+  def encode(params, y):
+    return net.apply(params, y, method=VAE.encode)[0]  # μ
+
+  return Model(init, loss, evaluate, encode)
 
 
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
