@@ -152,7 +152,8 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str):
+def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str,
+                    data_parallel: bool = True):
   """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
 
   ``data`` is the training split resident on every device, ``perm`` the epoch's
@@ -161,7 +162,8 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   compiled step, so no batch is copied from the host. The step's randomness is
   ``fold_in(key, step)``, one key per example by its global batch position.
   A step whose loss, gradients or new parameters are not finite leaves the state
-  unchanged and reports ``finite = 0``.
+  unchanged and reports ``finite = 0``. ``data_parallel=False`` compiles the same step
+  as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
   """
   num_devices = mesh.size
   if global_batch % num_devices:
@@ -169,8 +171,11 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
                      f"{num_devices} devices")
   local_batch = global_batch // num_devices
 
+  if not data_parallel and num_devices != 1:
+    raise ValueError("a step without data parallelism runs on a mesh of one device")
+
   def per_device(state, data, perm, offset, key):
-    device = lax.axis_index(AXIS)
+    device = lax.axis_index(AXIS) if data_parallel else 0
     positions = device * local_batch + jnp.arange(local_batch)
     batch = jax.tree.map(lambda x: x[perm[offset + positions]], data)
     step_key = jax.random.fold_in(key, state["step"])
@@ -181,20 +186,29 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
     # Mark the replicated parameters as varying per device, so that each device takes
     # the gradient of its own shard's loss (pmap semantics); without it shard_map
     # would psum the gradients w.r.t. the unvarying parameters by itself.
-    local_params = lax.pcast(state["params"], AXIS, to="varying")
+    local_params = state["params"]
+    if data_parallel:
+      local_params = lax.pcast(local_params, AXIS, to="varying")
     (_, metrics), grads = jax.value_and_grad(model.loss, has_aux=True)(
         local_params, batch, model_keys)
-    grads = lax.pmean(grads, AXIS)
-    metrics = lax.pmean(metrics, AXIS)
+    if data_parallel:
+      grads = lax.pmean(grads, AXIS)
+      metrics = lax.pmean(metrics, AXIS)
+    # Decided before the update, so that the selects below fuse into the optimiser's
+    # element-wise loops instead of costing extra passes over the parameters. (New
+    # parameters from finite gradients can only overflow; the loop checks the
+    # parameters before every checkpoint.)
+    finite = _all_finite(metrics) & _all_finite(grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
-    finite = _all_finite(metrics) & _all_finite(grads) & _all_finite(params)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
                  "opt_state": keep(opt_state, state["opt_state"])}
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.int32))
     return new_state, metrics
 
+  if not data_parallel:
+    return jax.jit(per_device, donate_argnums=0)
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), P(), P()),
                           out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=0)
@@ -380,6 +394,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         f"{'no checkpoint was saved yet' if saved is None else f'the last checkpoint (step {saved})'}"
         f" and metrics.jsonl are intact")
 
+  params_finite = jax.jit(_all_finite)
+
+  def save(step):
+    if not bool(params_finite(state["params"])):
+      raise TrainingError(
+          f"the parameters became non-finite by step {step} (an overflow in the update); they "
+          f"were not saved; the last checkpoint (step {manager.latest_step()}) and metrics.jsonl "
+          f"are intact")
+    manager.save(step, state)
+
   with _StopRequest() as stop:
     try:
       step = start_step
@@ -412,11 +436,11 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           if pending is not None:
             check(*pending)
             pending = None
-          manager.save(step, state)
+          save(step)
         if stop.signal is not None:
           if pending is not None:
             check(*pending)
-          manager.save(step, state)
+          save(step)
           logging.warning("Stopped by signal %d at step %d; checkpoint saved in %s",
                           stop.signal, step, workdir)
           break

@@ -97,12 +97,35 @@ FLAKY_MODEL = textwrap.dedent('''
 ''')
 
 
+OVERFLOWING_MODEL = textwrap.dedent('''
+    import jax.numpy as jnp
+    from energy_ae.models import Model
+
+    def make(config, example_shape):
+      """E = 10³⁰ w: finite loss and gradient, but one SGD step of rate 10¹⁰ overflows w."""
+      def init(key, batch):
+        return {"w": jnp.zeros(())}
+
+      def loss(params, batch, keys):
+        e = 1e30 * params["w"]
+        return e, {"loss": e}
+
+      def evaluate(params, batch, keys):
+        return {"loss": 1e30 * params["w"]}
+
+      return Model(init, loss, evaluate)
+''')
+
+
 def _faulty_package(tmp_path, monkeypatch):
   (tmp_path / "faulty").mkdir()
   (tmp_path / "faulty" / "__init__.py").write_text("")
   (tmp_path / "faulty" / "exploding.py").write_text(EXPLODING_MODEL)
   (tmp_path / "faulty" / "flaky.py").write_text(FLAKY_MODEL)
+  (tmp_path / "faulty" / "overflowing.py").write_text(OVERFLOWING_MODEL)
   monkeypatch.syspath_prepend(str(tmp_path))
+  for name in [m for m in sys.modules if m == "faulty" or m.startswith("faulty.")]:
+    monkeypatch.delitem(sys.modules, name)  # import this test's copy
 
 
 def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path, monkeypatch):
@@ -185,3 +208,20 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
             for r in read_metrics(str(tmp_path / name / "metrics.jsonl"))]
 
   assert records("a") == records("b")
+
+
+
+
+
+def test_parameters_that_overflow_are_never_checkpointed(tmp_path, monkeypatch):
+  _faulty_package(tmp_path, monkeypatch)
+  config = ae.get_config("quick")
+  config.model.name = "faulty.overflowing"
+  config.train.optimizer = "sgd"
+  config.train.learning_rate = 1e10
+  config.train.checkpoint_every = 1
+  config.train.linear_probe = False
+  with pytest.raises(train.TrainingError, match=r"parameters became non-finite by step 1 .* not "
+                                               r"saved; the last checkpoint \(step None\)"):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.listdir(tmp_path / "run" / "checkpoints")

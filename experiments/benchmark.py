@@ -1,0 +1,462 @@
+r"""Benchmarks: this project's train steps against PyTorch eager and the machine's matmul rate.
+
+  python -m experiments.benchmark [--out=runs/benchmark.json] [--quick]
+  make bench        # installs the optional `bench` extra (torch==2.13.0, CPU build) first
+
+In one process, side by side, so that ratios hold on a noisy machine:
+
+* the lecture's VAE (784-400-20, Bernoulli, Adam 1e-3) train step at batch 32, 256 and
+  1024, and the target-propagation step (784-256-64, L1 code, 20 inner SGD steps) at
+  batch 256: samples/s through the project's own training path (``train.make_train_step``:
+  ``shard_map``, data resident on the device), the same step as a plain ``jit``, and a
+  PyTorch eager implementation of the same model, loss and optimiser;
+* achieved GFLOP/s (matmul FLOPs of the dense layers, counted from their shapes) against
+  the float32 rate of a jitted 2048 × 2048 matmul measured in the same run;
+* time to the first step (compilation) of every default config, and XLA's memory estimate
+  of each step;
+* inner-loop energy against wall time for the target-propagation inner optimisers;
+* parity: test NELBO of the default VAE trained here and in PyTorch (same data, model,
+  optimiser, epochs).
+
+Writes a JSON with a list ``results`` (one row per model and batch size) and the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import resource
+import time
+
+from absl import app, flags
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from energy_ae import data as data_lib, inference, models, train
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON results.")
+flags.DEFINE_bool("quick", False, "Fewer repeats and no parity training (a smoke test).")
+flags.DEFINE_float("min_time", 1.0, "Seconds each timing runs for (best of --repeats).")
+flags.DEFINE_integer("repeats", 3, "Timings per measurement; the best is kept.")
+
+DEFAULT_CONFIGS = ("ellipse", "target_prop", "ae", "dae", "cae", "vae")
+
+
+# ----------------------------------------------------------------------------
+# Timing helpers
+# ----------------------------------------------------------------------------
+
+
+def best_rate(run_steps, *, min_time: float, repeats: int) -> float:
+  """Steps per second: best of ``repeats`` timings of at least ``min_time`` seconds each.
+
+  ``run_steps(n)`` runs n steps and blocks until they are done.
+  """
+  run_steps(2)  # warm up (compilation happened before)
+  n, elapsed = 1, 0.0
+  while True:  # how many steps fill min_time
+    start = time.perf_counter()
+    run_steps(n)
+    elapsed = time.perf_counter() - start
+    if elapsed >= min_time / 4 or n >= 1 << 14:
+      break
+    n *= 2
+  n = max(1, int(n * min_time / max(elapsed, 1e-9)))
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    run_steps(n)
+    rates.append(n / (time.perf_counter() - start))
+  return max(rates)
+
+
+def matmul_gflops(*, min_time: float, repeats: int, size: int = 2048) -> float:
+  """float32 rate of JAX's own jitted ``a @ b`` on this machine's default device."""
+  a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+  matmul = jax.jit(lambda a, b: a @ b)
+  matmul(a, b).block_until_ready()
+
+  def run(n):
+    out = None
+    for _ in range(n):
+      out = matmul(a, b)
+    out.block_until_ready()
+
+  return 2 * size**3 * best_rate(run, min_time=min_time, repeats=repeats) / 1e9
+
+
+def dense_flops(widths: list[int]) -> int:
+  """Forward matmul FLOPs per example of dense layers widths[0] → widths[1] → …"""
+  return sum(2 * a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def vae_flops_per_example(d_in=784, hidden=400, latent=20) -> int:
+  """Forward + backward (≈ 3× forward) of the encoder 784-400-40 and decoder 20-400-784."""
+  forward = dense_flops([d_in, hidden, 2 * latent]) + dense_flops([latent, hidden, d_in])
+  return 3 * forward
+
+
+def target_prop_flops_per_example(inner_steps, d_in=784, hidden=256, latent=64) -> int:
+  """Inner loop: decoder forward + gradient w.r.t. z (≈ 2× forward) per step; outer
+  step: encoder and decoder forward + backward (≈ 3× forward each)."""
+  encoder, decoder = dense_flops([d_in, hidden, latent]), dense_flops([latent, hidden, d_in])
+  return inner_steps * 2 * decoder + 3 * (encoder + decoder)
+
+
+def peak_rss_mib() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# ----------------------------------------------------------------------------
+# This project's steps
+# ----------------------------------------------------------------------------
+
+
+def experiment_config(name: str, **model_overrides):
+  config = importlib.import_module(f"experiments.{name}").get_config()
+  for key, value in model_overrides.items():
+    config.model[key] = value
+  return config
+
+
+class ProjectStep:
+  """A model's train step built exactly as ``train.train_and_evaluate`` builds it."""
+
+  def __init__(self, config, batch_size: int, *, data_parallel: bool = True):
+    self.config = config
+    dataset = data_lib.load(config.data)
+    self.num_train = dataset.train["y"].shape[0]
+    self.batch_size = batch_size
+    model = models.make(config, dataset.train["y"].shape[1:])
+    self.tx = train.make_optimizer(config.train)
+    mesh = train.make_mesh(jax.devices()[:1])
+    self.data = train.replicate(mesh, {"y": dataset.train["y"]})
+    key = jax.random.key(config.seed)
+    self.state = train.replicate(mesh, jax.device_get(
+        train.init_state(model, self.tx, key, {"y": dataset.train["y"][:1]})))
+    self.perm = train.replicate(mesh, np.asarray(data_lib.epoch_permutation(key, 0, self.num_train)))
+    self.key = key
+    self.step = train.make_train_step(model, self.tx, mesh, global_batch=batch_size,
+                                      binarize=config.data.get("binarize", "none"),
+                                      data_parallel=data_parallel)
+    self.batches = self.num_train // batch_size
+    self.i = 0
+    start = time.perf_counter()
+    args = (self.state, self.data, self.perm, 0, self.key)
+    self.memory = _memory_estimate(self.step, args)
+    self.run(1)
+    self.first_step_s = time.perf_counter() - start
+
+  def run(self, n: int):
+    metrics = None
+    for _ in range(n):
+      offset = (self.i % self.batches) * self.batch_size
+      self.state, metrics = self.step(self.state, self.data, self.perm, offset, self.key)
+      self.i += 1
+    jax.block_until_ready((self.state, metrics))
+    return metrics
+
+
+def _memory_estimate(step, args) -> dict[str, float]:
+  """XLA's own estimate of a compiled step's memory, in MiB."""
+  try:
+    analysis = step.lower(*args).compile().memory_analysis()
+  except Exception:  # not every backend reports it
+    return {}
+  if analysis is None:
+    return {}
+  mib = lambda b: round(b / 2**20, 2)
+  return {"argument_mib": mib(analysis.argument_size_in_bytes),
+          "temp_mib": mib(analysis.temp_size_in_bytes),
+          "output_mib": mib(analysis.output_size_in_bytes)}
+
+
+# ----------------------------------------------------------------------------
+# PyTorch eager: the same models, losses and optimisers
+# ----------------------------------------------------------------------------
+
+
+def torch_available() -> bool:
+  try:
+    import torch  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+class TorchVAE:
+  """784-400-(20, 20) / 20-400-784, ReLU, Bernoulli logits; loss mean_b[C + β KL]."""
+
+  def __init__(self, *, hidden=400, latent=20, d_in=784, lr=1e-3, beta=1.0, seed=0):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    self.torch, self.latent, self.beta = torch, latent, beta
+    self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent))
+    self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in))
+    params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+    self.opt = torch.optim.Adam(params, lr=lr)
+
+  def terms(self, y):
+    torch = self.torch
+    stats = self.encoder(y)
+    mu, logvar = stats[:, :self.latent], stats[:, self.latent:]
+    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    logits = self.decoder(z)
+    c = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
+    kl = 0.5 * (torch.exp(logvar) - logvar - 1 + mu**2).sum(-1)
+    return c, kl
+
+  def step(self, y):
+    c, kl = self.terms(y)
+    loss = (c + self.beta * kl).mean()
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    return loss
+
+  def nelbo(self, y) -> float:
+    with self.torch.no_grad():
+      c, kl = self.terms(y)
+    return float((c + kl).mean())
+
+
+class TorchTargetProp:
+  """Encoder 784-256-64, decoder 64-256-784 (sigmoid); ž by ``inner_steps`` of SGD on
+  E = C + λ‖z‖₁ + ‖z − z̃‖²; then Adam on E(y, ž) with ž fixed."""
+
+  def __init__(self, *, inner_steps=20, inner_lr=0.05, l1=0.05, d_weight=1.0, hidden=256,
+               latent=64, d_in=784, lr=1e-3, seed=0):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    self.torch = torch
+    self.inner_steps, self.inner_lr, self.l1, self.d_weight = inner_steps, inner_lr, l1, d_weight
+    self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, latent))
+    self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in),
+                                 nn.Sigmoid())
+    for p in self.decoder.parameters():
+      p.requires_grad_(True)
+    params = list(self.encoder.parameters()) + list(self.decoder.parameters())
+    self.opt = torch.optim.Adam(params, lr=lr)
+
+  def energy(self, y, z, z_tilde):
+    c = ((y - self.decoder(z)) ** 2).sum(-1)
+    return c + self.l1 * z.abs().sum(-1) + self.d_weight * ((z - z_tilde) ** 2).sum(-1)
+
+  def infer(self, y, z_tilde, trace=None):
+    torch = self.torch
+    z = z_tilde.detach().clone().requires_grad_(True)
+    for _ in range(self.inner_steps):
+      e = self.energy(y, z, z_tilde.detach()).sum()
+      (g,) = torch.autograd.grad(e, z)
+      with torch.no_grad():
+        z -= self.inner_lr * g
+      if trace is not None:
+        trace.append(float(e) / y.shape[0])
+    return z.detach()
+
+  def step(self, y):
+    z_tilde = self.encoder(y)
+    z_check = self.infer(y, z_tilde)
+    loss = self.energy(y, z_check, z_tilde).mean()
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    return loss
+
+
+def torch_rate(model, y_all: np.ndarray, batch_size: int, *, min_time, repeats) -> float:
+  torch = model.torch
+  torch.set_num_threads(os.cpu_count() or 1)
+  y_all = torch.from_numpy(np.asarray(y_all, np.float32))
+  batches = len(y_all) // batch_size
+  perm = torch.randperm(len(y_all))
+  state = {"i": 0}
+
+  def run(n):
+    for _ in range(n):
+      i = state["i"] % batches
+      model.step(y_all[perm[i * batch_size:(i + 1) * batch_size]])
+      state["i"] += 1
+
+  return best_rate(run, min_time=min_time, repeats=repeats)
+
+
+# ----------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------
+
+
+def bench_step(name, config, batch_size, flops_per_example, torch_model, peak, *, min_time,
+               repeats, y_train):
+  project = ProjectStep(config, batch_size)
+  rate = best_rate(project.run, min_time=min_time, repeats=repeats) * batch_size
+  plain = ProjectStep(config, batch_size, data_parallel=False)
+  plain_rate = best_rate(plain.run, min_time=min_time, repeats=repeats) * batch_size
+  torch_rate_ = (torch_rate(torch_model(), y_train, batch_size, min_time=min_time,
+                            repeats=repeats) * batch_size if torch_model else None)
+  gflops = rate * flops_per_example / 1e9
+  row = {
+      "model": name, "batch_size": batch_size,
+      "samples_per_s": round(rate, 1),
+      "plain_jit_samples_per_s": round(plain_rate, 1),
+      "shard_map_overhead": round(plain_rate / rate - 1.0, 4),
+      "torch_samples_per_s": round(torch_rate_, 1) if torch_rate_ else None,
+      "speedup_vs_torch": round(rate / torch_rate_, 2) if torch_rate_ else None,
+      "gflops": round(gflops, 1),
+      "torch_gflops": round(torch_rate_ * flops_per_example / 1e9, 1) if torch_rate_ else None,
+      "fraction_of_matmul_peak": round(gflops / peak, 3),
+      "first_step_s": round(project.first_step_s, 2),
+      "memory": project.memory,
+  }
+  print(json.dumps(row), flush=True)
+  return row
+
+
+def bench_first_steps() -> list[dict]:
+  """Time to the first step (build + compile + run) of every default config."""
+  rows = []
+  for name in DEFAULT_CONFIGS:
+    config = experiment_config(name)
+    step = ProjectStep(config, config.train.batch_size)
+    rows.append({"config": name, "batch_size": config.train.batch_size,
+                 "first_step_s": round(step.first_step_s, 2), "memory": step.memory})
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
+def bench_inner_loop(y: np.ndarray, *, num_steps: int, min_time: float) -> list[dict]:
+  """Mean E(y, z) = C + R + D of the target-propagation inner loop against steps and wall
+  time, from the encoder's guess z̃ of the default model after 300 training steps, for
+  each inner optimiser (batch 256)."""
+  from energy_ae import energies
+  from energy_ae.models import modules, target_prop
+
+  config = experiment_config("target_prop")
+  project = ProjectStep(config, 256)
+  project.run(300)
+  params = jax.device_get(project.state["params"])
+  mc = config.model
+  energy = energies.make_energy(mc.energy)
+  encoder = modules.make_encoder(mc, mc.latent_dim, example_shape=y.shape[1:],
+                                 output_activation="identity")
+  decoder = modules.make_decoder(mc, example_shape=y.shape[1:],
+                                 output_activation=mc.output_activation)
+  batch = jnp.asarray(y[:256])
+  at_steps = [s for s in (0, 5, 10, 20, 50, 100, 200) if s <= num_steps]
+  rows = []
+  for optimizer in sorted(target_prop.INNER_OPTIMIZERS):
+    inner = target_prop.INNER_OPTIMIZERS[optimizer](mc.inner_lr)
+
+    @jax.jit
+    def run(params, batch, inner=inner):
+      z_tilde = encoder.apply(params["encoder"], batch)
+
+      def energy_of(z):
+        return energy(y=batch, y_tilde=decoder.apply(params["decoder"], z), z=z,
+                      z_tilde=z_tilde)[0]
+
+      return jnp.mean(inference.argmin(energy_of, z_tilde, num_steps=num_steps,
+                                       optimizer=inner).trace, axis=1)
+
+    trace = np.asarray(run(params, batch))
+    seconds = 1.0 / best_rate(lambda n: [run(params, batch).block_until_ready()  # noqa: B023
+                                         for _ in range(n)], min_time=min_time, repeats=3)
+    rows.append({"inner_optimizer": optimizer, "inner_lr": mc.inner_lr,
+                 "ms_per_inner_step": round(1e3 * seconds / num_steps, 3),
+                 "at_steps": at_steps, "energy": [round(float(trace[s]), 3) for s in at_steps]})
+    print(json.dumps(rows[-1]), flush=True)
+  return rows
+
+
+def vae_parity(*, epochs: int) -> dict:
+  """Test NELBO of the default VAE trained by this project and by PyTorch (same data,
+  architecture, Adam 1e-3, batch 256, epochs), one z sample per test image."""
+  import tempfile
+
+  import torch
+
+  config = experiment_config("vae")
+  config.train.num_epochs = epochs
+  config.train.progress = False
+  config.train.linear_probe = False
+  with tempfile.TemporaryDirectory() as workdir:
+    jax_metrics = train.train_and_evaluate(config, workdir)
+  dataset = data_lib.load(config.data)
+  model = TorchVAE()
+  torch.set_num_threads(os.cpu_count() or 1)
+  y_train = torch.from_numpy(dataset.train["y"])
+  gen = torch.Generator().manual_seed(0)
+  batch = config.train.batch_size
+  for _ in range(epochs):
+    perm = torch.randperm(len(y_train), generator=gen)
+    for i in range(len(y_train) // batch):
+      model.step(y_train[perm[i * batch:(i + 1) * batch]])
+  torch_nelbo = model.nelbo(torch.from_numpy(dataset.test["y"]))
+  result = {"epochs": epochs, "jax_nelbo": round(jax_metrics["nelbo"], 2),
+            "torch_nelbo": round(torch_nelbo, 2),
+            "difference": round(jax_metrics["nelbo"] - torch_nelbo, 2)}
+  print(json.dumps(result), flush=True)
+  return result
+
+
+# ----------------------------------------------------------------------------
+
+
+def main(argv):
+  del argv
+  min_time = 0.3 if FLAGS.quick else FLAGS.min_time
+  repeats = 1 if FLAGS.quick else FLAGS.repeats
+  have_torch = torch_available()
+  if not have_torch:
+    print("PyTorch is not installed: pip install 'energy_ae[bench]' (torch==2.13.0, CPU build); "
+          "its columns stay empty.")
+  peak = matmul_gflops(min_time=min_time, repeats=repeats)
+  print(f"jitted float32 2048 x 2048 matmul: {peak:.1f} GFLOP/s", flush=True)
+
+  y_train = data_lib.load(experiment_config("vae").data).train["y"]
+  results = []
+  for batch_size in (32, 256, 1024):
+    results.append(bench_step("vae", experiment_config("vae"), batch_size,
+                              vae_flops_per_example(), TorchVAE if have_torch else None, peak,
+                              min_time=min_time, repeats=repeats, y_train=y_train))
+  tp_config = experiment_config("target_prop")
+  results.append(bench_step(
+      "target_prop", tp_config, 256, target_prop_flops_per_example(tp_config.model.inner_steps),
+      TorchTargetProp if have_torch else None, peak, min_time=min_time, repeats=repeats,
+      y_train=y_train))
+
+  out = {
+      "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                  "cpu_count": os.cpu_count(), "jax": jax.__version__,
+                  "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind},
+      "command": "python -m experiments.benchmark" + (" --quick" if FLAGS.quick else ""),
+      "matmul_gflops": round(peak, 1),
+      "results": results,
+      "first_steps": bench_first_steps(),
+      "inner_loop": bench_inner_loop(y_train, num_steps=50 if FLAGS.quick else 200,
+                                     min_time=min_time),
+  }
+  if have_torch:
+    import torch
+
+    out["machine"]["torch"] = torch.__version__
+    out["vae_parity"] = vae_parity(epochs=2 if FLAGS.quick else 20)
+  out["peak_rss_mib"] = round(peak_rss_mib(), 1)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, "w") as f:
+    json.dump(out, f, indent=2)
+  print(f"wrote {FLAGS.out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
