@@ -8,10 +8,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class _HideOrbaxChatter(logging.Filter):
+  """Orbax logs every file it writes at INFO; keep its warnings and errors only."""
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_orbax_logging() -> None:
+  """Drops orbax's INFO records from the absl / root log handlers (entry points call it)."""
+  chatter = _HideOrbaxChatter()
+  for name in ("absl", ""):
+    logger = logging.getLogger(name)
+    logger.addFilter(chatter)
+    for handler in logger.handlers:
+      handler.addFilter(chatter)
 
 
 class CheckpointError(RuntimeError):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import resource
@@ -182,6 +183,18 @@ def _memory_estimate(step, args) -> dict[str, float]:
 # ----------------------------------------------------------------------------
 
 
+def flax_init_(module) -> None:
+  """Flax's Dense initialisation (LeCun normal, truncated at 2σ; zero bias) for every
+  torch Linear, so that both frameworks train the same model from the same distribution."""
+  import torch
+
+  for layer in module.modules():
+    if isinstance(layer, torch.nn.Linear):
+      std = math.sqrt(1.0 / layer.in_features) / 0.87962566103423978
+      torch.nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
+      torch.nn.init.zeros_(layer.bias)
+
+
 def torch_available() -> bool:
   try:
     import torch  # noqa: F401
@@ -201,6 +214,8 @@ class TorchVAE:
     self.torch, self.latent, self.beta = torch, latent, beta
     self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent))
     self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in))
+    flax_init_(self.encoder)
+    flax_init_(self.decoder)
     params = list(self.encoder.parameters()) + list(self.decoder.parameters())
     self.opt = torch.optim.Adam(params, lr=lr)
 
@@ -243,8 +258,8 @@ class TorchTargetProp:
     self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, latent))
     self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in),
                                  nn.Sigmoid())
-    for p in self.decoder.parameters():
-      p.requires_grad_(True)
+    flax_init_(self.encoder)
+    flax_init_(self.decoder)
     params = list(self.encoder.parameters()) + list(self.decoder.parameters())
     self.opt = torch.optim.Adam(params, lr=lr)
 
@@ -338,40 +353,26 @@ def bench_inner_loop(y: np.ndarray, *, num_steps: int, min_time: float) -> list[
   """Mean E(y, z) = C + R + D of the target-propagation inner loop against steps and wall
   time, from the encoder's guess z̃ of the default model after 300 training steps, for
   each inner optimiser (batch 256)."""
-  from energy_ae import energies
-  from energy_ae.models import modules, target_prop
+  from energy_ae.models import target_prop
 
   config = experiment_config("target_prop")
   project = ProjectStep(config, 256)
   project.run(300)
   params = jax.device_get(project.state["params"])
-  mc = config.model
-  energy = energies.make_energy(mc.energy)
-  encoder = modules.make_encoder(mc, mc.latent_dim, example_shape=y.shape[1:],
-                                 output_activation="identity")
-  decoder = modules.make_decoder(mc, example_shape=y.shape[1:],
-                                 output_activation=mc.output_activation)
   batch = jnp.asarray(y[:256])
   at_steps = [s for s in (0, 5, 10, 20, 50, 100, 200) if s <= num_steps]
   rows = []
   for optimizer in sorted(target_prop.INNER_OPTIMIZERS):
-    inner = target_prop.INNER_OPTIMIZERS[optimizer](mc.inner_lr)
+    config.model.inner_optimizer = optimizer
+    nets = target_prop.build(config, y.shape[1:])
 
-    @jax.jit
-    def run(params, batch, inner=inner):
-      z_tilde = encoder.apply(params["encoder"], batch)
-
-      def energy_of(z):
-        return energy(y=batch, y_tilde=decoder.apply(params["decoder"], z), z=z,
-                      z_tilde=z_tilde)[0]
-
-      return jnp.mean(inference.argmin(energy_of, z_tilde, num_steps=num_steps,
-                                       optimizer=inner).trace, axis=1)
+    run = jax.jit(lambda params, batch, nets=nets: jnp.mean(
+        target_prop.infer(nets, params, batch, num_steps=num_steps)[3], axis=1))
 
     trace = np.asarray(run(params, batch))
     seconds = 1.0 / best_rate(lambda n: [run(params, batch).block_until_ready()  # noqa: B023
                                          for _ in range(n)], min_time=min_time, repeats=3)
-    rows.append({"inner_optimizer": optimizer, "inner_lr": mc.inner_lr,
+    rows.append({"inner_optimizer": optimizer, "inner_lr": config.model.inner_lr,
                  "ms_per_inner_step": round(1e3 * seconds / num_steps, 3),
                  "at_steps": at_steps, "energy": [round(float(trace[s]), 3) for s in at_steps]})
     print(json.dumps(rows[-1]), flush=True)

@@ -51,13 +51,6 @@ def main(argv):
   logging.info("Final test metrics: %s", {k: round(v, 4) for k, v in final.items()})
 
 
-class _HideOrbaxChatter(std_logging.Filter):
-  """Orbax logs every file it renames at INFO; keep its warnings and errors only."""
-
-  def filter(self, record):
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
-
-
 def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
   """Says which --config flag failed to parse, or None for an error of ours."""
   while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
@@ -79,7 +72,7 @@ def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
 
 def run():
   std_logging.getLogger("absl").setLevel(std_logging.INFO)
-  std_logging.getLogger("absl").addFilter(_HideOrbaxChatter())
+  checkpoints.quiet_orbax_logging()
   try:
     app.run(main)
   except (KeyError, AttributeError) as e:  # ml_collections: no such key / no get_config

@@ -13,6 +13,8 @@ Test metrics: ``energy_encoder`` = (C + R)(y, z̃), ``energy_inferred`` = (C + R
 ``reconstruction_inferred`` = C at z̃ / ž.
 """
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -27,21 +29,52 @@ INNER_OPTIMIZERS = {
 }
 
 
-def make(config, example_shape):
+class Networks(NamedTuple):
+  encoder: Any
+  decoder: Any
+  energy: energies.Energy  # C + R + D
+  energy_no_d: energies.Energy  # C + R: the energy of a latent as an explanation of y
+  inner_optimizer: optax.GradientTransformation
+  inner_steps: int
+
+
+def build(config, example_shape) -> Networks:
   mc = config.model
   if mc.inner_optimizer not in INNER_OPTIMIZERS:
     raise ValueError(f"unknown model.inner_optimizer {mc.inner_optimizer!r}; valid names: "
                      f"{', '.join(sorted(INNER_OPTIMIZERS))}")
-  energy = energies.make_energy(mc.energy)
   if "D" not in mc.energy:
     raise ValueError("target_prop needs a distance term 'D' in model.energy")
-  # E without D: the energy of a latent as an explanation of y, for the test metrics.
-  energy_no_d = energies.make_energy({k: v for k, v in mc.energy.items() if k != "D"})
-  encoder = modules.make_encoder(mc, mc.latent_dim, example_shape=example_shape,
-                                 output_activation="identity")
-  decoder = modules.make_decoder(mc, example_shape=example_shape,
-                                 output_activation=mc.get("output_activation", "sigmoid"))
-  inner_optimizer = INNER_OPTIMIZERS[mc.inner_optimizer](mc.inner_lr)
+  return Networks(
+      encoder=modules.make_encoder(mc, mc.latent_dim, example_shape=example_shape,
+                                   output_activation="identity"),
+      decoder=modules.make_decoder(mc, example_shape=example_shape,
+                                   output_activation=mc.get("output_activation", "sigmoid")),
+      energy=energies.make_energy(mc.energy),
+      energy_no_d=energies.make_energy({k: v for k, v in mc.energy.items() if k != "D"}),
+      inner_optimizer=INNER_OPTIMIZERS[mc.inner_optimizer](mc.inner_lr),
+      inner_steps=int(mc.inner_steps))
+
+
+def infer(nets: Networks, params, y, *, num_steps: int | None = None):
+  """(y flat, z̃, ž, trace of E(y, z) per inner step), ž from z̃ by the inner optimiser."""
+  flat = y.reshape(y.shape[0], -1)
+  z_tilde = nets.encoder.apply(params["encoder"], y)
+
+  def energy_of(z):
+    return nets.energy(y=flat, y_tilde=nets.decoder.apply(params["decoder"], z), z=z,
+                       z_tilde=jax.lax.stop_gradient(z_tilde))[0]
+
+  result = inference.argmin(energy_of, z_tilde,
+                            num_steps=nets.inner_steps if num_steps is None else num_steps,
+                            optimizer=nets.inner_optimizer)
+  return flat, z_tilde, result.z, result.trace
+
+
+def make(config, example_shape):
+  mc = config.model
+  nets = build(config, example_shape)
+  encoder, decoder, energy, energy_no_d = nets.encoder, nets.decoder, nets.energy, nets.energy_no_d
 
   def init(key, batch):
     k_enc, k_dec = jax.random.split(key)
@@ -49,29 +82,16 @@ def make(config, example_shape):
     z = jnp.zeros((1, mc.latent_dim), y.dtype)
     return {"encoder": encoder.init(k_enc, y), "decoder": decoder.init(k_dec, z)}
 
-  def infer(params, y):
-    """(y flat, z̃, ž, inner-loop trace)."""
-    flat = y.reshape(y.shape[0], -1)
-    z_tilde = encoder.apply(params["encoder"], y)
-
-    def energy_of(z):
-      return energy(y=flat, y_tilde=decoder.apply(params["decoder"], z), z=z,
-                    z_tilde=jax.lax.stop_gradient(z_tilde))[0]
-
-    result = inference.argmin(energy_of, z_tilde, num_steps=mc.inner_steps,
-                              optimizer=inner_optimizer)
-    return flat, z_tilde, result.z, result.trace
-
   def loss(params, batch, keys):
     del keys
-    flat, z_tilde, z_check, _ = infer(params, batch["y"])
+    flat, z_tilde, z_check, _ = infer(nets, params, batch["y"])
     total, terms = energy(y=flat, y_tilde=decoder.apply(params["decoder"], z_check), z=z_check,
                           z_tilde=z_tilde)
     return metrics.mean_metrics(total, terms)
 
   def evaluate(params, batch, keys):
     del keys
-    flat, z_tilde, z_check, _ = infer(params, batch["y"])
+    flat, z_tilde, z_check, _ = infer(nets, params, batch["y"])
     out = {}
     for name, z in (("encoder", z_tilde), ("inferred", z_check)):
       e, terms = energy_no_d(y=flat, y_tilde=decoder.apply(params["decoder"], z), z=z)
