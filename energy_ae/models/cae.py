@@ -1,7 +1,9 @@
 """Contractive autoencoder (08-3, Fig. 4): F(y) = C(y, ỹ) + λ ‖∂h/∂y‖²_F.
 
-The penalty is exact for any encoder (``energies.contractive``); λ is
-``model.contractive_weight``. The test metric ``jacobian_fro`` is ‖∂h/∂y‖_F.
+The penalty is exact for any encoder (``model.contractive_penalty = 'contractive'``, the
+default, builds the Jacobian); for one sigmoid layer h = σ(W y + b),
+``'contractive_sigmoid'`` is the closed form Σ_i (h_i (1 − h_i))² Σ_j W_ij², equal and much
+cheaper. λ is ``model.contractive_weight``. The test metric ``jacobian_fro`` is ‖∂h/∂y‖_F.
 """
 
 from energy_ae import energies
@@ -13,7 +15,11 @@ def make(config, example_shape):
   if mc.contractive_weight < 0:
     raise ValueError(f"model.contractive_weight must be >= 0, got {mc.contractive_weight}")
   terms = dict(mc.energy)
-  terms["R"] = ("contractive", mc.contractive_weight)
+  penalty = mc.get("contractive_penalty", "contractive")
+  if penalty not in ("contractive", "contractive_sigmoid"):
+    raise ValueError(f"model.contractive_penalty must be 'contractive' or 'contractive_sigmoid', "
+                     f"got {penalty!r}")
+  terms["R"] = (penalty, mc.contractive_weight)
   model, _ = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(terms))
   return model
