@@ -22,11 +22,12 @@ install-test: $(STAMP)
 run: install
 	$(PY) -m experiments.run --config=experiments/dae.py --workdir=runs/dae
 
+# Two workers: most tests wait on subprocesses and compilation, so the 2 cores overlap them.
 test: install-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 test-slow: install-test
-	$(PY) -m pytest -q -m slow
+	$(PY) -m pytest -q -n 2 -m slow
 
 # Trains what the figures need under runs/figures/runs (reused when run again), writes the
 # PNGs to runs/figures/figures and copies them to docs/figures for the README's gallery.

@@ -54,7 +54,7 @@ def quick(config: ml_collections.ConfigDict, *, num_epochs: float = 2) -> ml_col
   """A variant that finishes in seconds: few epochs, frequent logs/evals/checkpoints."""
   config.train.num_epochs = num_epochs
   config.train.log_every = 2
-  config.train.eval_every = 5
+  config.train.eval_every = 10
   config.train.checkpoint_every = 5
   config.train.progress = False
   return config

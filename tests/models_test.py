@@ -165,3 +165,20 @@ def model_recon(params, config, y):
 
   net = vae.build(config, (784,))
   return jax.nn.sigmoid(net.apply(params, y))
+
+
+def test_cae_penalties_agree_and_the_closed_form_refuses_other_encoders():
+  from experiments import cae
+
+  config = cae.get_config("quick")
+  y = jnp.asarray(np.random.default_rng(0).uniform(size=(8, 784)), jnp.float32)
+  losses = {}
+  for penalty in ("contractive", "contractive_sigmoid"):
+    config.model.contractive_penalty = penalty
+    model = models.make(config, (784,))
+    params = model.init(jax.random.key(0), {"y": y})
+    losses[penalty] = model.evaluate(params, {"y": y}, None)["R"]
+  np.testing.assert_allclose(losses["contractive"], losses["contractive_sigmoid"], rtol=1e-4)
+  config.model.encoder_widths = (64,)
+  with pytest.raises(ValueError, match="closed form for one sigmoid layer"):
+    models.make(config, (784,))

@@ -19,6 +19,12 @@ def make(config, example_shape):
   if penalty not in ("contractive", "contractive_sigmoid"):
     raise ValueError(f"model.contractive_penalty must be 'contractive' or 'contractive_sigmoid', "
                      f"got {penalty!r}")
+  one_sigmoid_layer = (not mc.get("encoder_widths", ()) and mc.get("architecture", "mlp") == "mlp"
+                       and mc.get("latent_activation", "tanh") == "sigmoid")
+  if penalty == "contractive_sigmoid" and not one_sigmoid_layer:
+    raise ValueError("model.contractive_penalty = 'contractive_sigmoid' is the closed form for one "
+                     "sigmoid layer h = σ(W y + b) (no encoder_widths, latent_activation "
+                     "'sigmoid'); use 'contractive' for this encoder")
   terms["R"] = (penalty, mc.contractive_weight)
   model, _ = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(terms))
