@@ -161,8 +161,8 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   device gathers its own ``global_batch / num_devices`` examples inside the
   compiled step, so no batch is copied from the host. The step's randomness is
   ``fold_in(key, step)``, one key per example by its global batch position.
-  A step whose loss, gradients or new parameters are not finite leaves the state
-  unchanged and reports ``finite = 0``. ``data_parallel=False`` compiles the same step
+  A step whose loss or gradients are not finite leaves the state unchanged and
+  reports ``finite = 0`` (the loop checks the parameters themselves before saving). ``data_parallel=False`` compiles the same step
   as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
   """
   num_devices = mesh.size
@@ -392,21 +392,21 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       logging.warning("%s; step skipped (%d skipped in all)", what, nonfinite["total"])
       return host
     if skip_nonfinite:
-      what += f", the {max_consecutive}th skipped step in a row (train.max_consecutive_nonfinite)"
+      what += (f", {max_consecutive} skipped steps in a row "
+               f"(train.max_consecutive_nonfinite = {max_consecutive})")
+    raise TrainingError(f"{what}; the state was not updated; {intact()}")
+
+  def intact() -> str:
     saved = manager.latest_step()
-    raise TrainingError(
-        f"{what}; the state was not updated; "
-        f"{'no checkpoint was saved yet' if saved is None else f'the last checkpoint (step {saved})'}"
-        f" and metrics.jsonl are intact")
+    last = "no checkpoint was saved yet" if saved is None else f"the last checkpoint (step {saved})"
+    return f"{last} and metrics.jsonl are intact"
 
   params_finite = jax.jit(_all_finite)
 
   def save(step):
     if not bool(params_finite(state["params"])):
-      raise TrainingError(
-          f"the parameters became non-finite by step {step} (an overflow in the update); they "
-          f"were not saved; the last checkpoint (step {manager.latest_step()}) and metrics.jsonl "
-          f"are intact")
+      raise TrainingError(f"the parameters became non-finite by step {step} (an overflow in "
+                          f"the update); they were not saved; {intact()}")
     manager.save(step, state)
 
   with _StopRequest() as stop:

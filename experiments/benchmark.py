@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from energy_ae import data as data_lib, inference, models, train
+from energy_ae import data as data_lib, models, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON results.")

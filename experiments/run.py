@@ -51,14 +51,23 @@ def main(argv):
   logging.info("Final test metrics: %s", {k: round(v, 4) for k, v in final.items()})
 
 
+def _config_path(argv: list[str]) -> str:
+  """The file of --config=FILE[:arg] (or --config FILE[:arg]) on the command line."""
+  for i, arg in enumerate(argv):
+    value = (arg.split("=", 1)[1] if arg.startswith("--config=")
+             else argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
+    if value is not None:
+      return value.split(":")[0]
+  return "(none given)"
+
+
 def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
   """Says which --config flag failed to parse, or None for an error of ours."""
   while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
     e = e.args[0]
   text = str(e.args[0]) if e.args else ""
   if "has no attribute 'get_config'" in text:
-    path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "the config file")
-    return f"config file {path.split(':')[0]} has no get_config() function"
+    return f"config file {_config_path(argv)} has no get_config() function"
   lines = text.splitlines() or [""]
   missing, hint = lines[0].strip("\"'"), " ".join(lines[1:])
   for arg in argv:
@@ -87,8 +96,7 @@ def run():
       if isinstance(e, FileNotFoundError):
         _fail(str(e))
       raise
-    path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
-    _fail(f"config file {path.split(':')[0]} cannot be loaded: "
+    _fail(f"config file {_config_path(sys.argv)} cannot be loaded: "
           f"{str(e).strip().splitlines()[-1].strip()}")
   except EXPECTED_ERRORS as e:
     _fail(str(e))

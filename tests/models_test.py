@@ -2,7 +2,6 @@
 
 import importlib
 import math
-import sys
 import textwrap
 
 import numpy as np

@@ -154,8 +154,8 @@ def test_skip_mode_stops_after_too_many_non_finite_steps_in_a_row(tmp_path, monk
   config.train.learning_rate = 0.3
   config.train.on_nonfinite = "skip"
   config.train.max_consecutive_nonfinite = 4
-  with pytest.raises(train.TrainingError, match=r"non-finite values at step 5: R, loss .* the 4th "
-                                               r"skipped step in a row"):
+  with pytest.raises(train.TrainingError, match=r"non-finite values at step 5: R, loss .*, 4 "
+                                               r"skipped steps in a row"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
 
 
@@ -222,6 +222,6 @@ def test_parameters_that_overflow_are_never_checkpointed(tmp_path, monkeypatch):
   config.train.checkpoint_every = 1
   config.train.linear_probe = False
   with pytest.raises(train.TrainingError, match=r"parameters became non-finite by step 1 .* not "
-                                               r"saved; the last checkpoint \(step None\)"):
+                                               r"saved; no checkpoint was saved yet"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.listdir(tmp_path / "run" / "checkpoints")
