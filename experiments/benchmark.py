@@ -149,10 +149,9 @@ class ProjectStep:
     self.batches = self.num_train // batch_size
     self.i = 0
     start = time.perf_counter()
-    args = (self.state, self.data, self.perm, 0, self.key)
-    self.memory = _memory_estimate(self.step, args)
     self.run(1)
-    self.first_step_s = time.perf_counter() - start
+    self.first_step_s = time.perf_counter() - start  # compilation and the first step
+    self.memory = _memory_estimate(self.step, (self.state, self.data, self.perm, 0, self.key))
 
   def run(self, n: int):
     metrics = None
