@@ -654,7 +654,8 @@ def make_figures(workdir: str, names: list[str] | None = None, *, quick: bool = 
     fig = FIGURES[name](runs, _ax_factory)
     fig.tight_layout()
     path = os.path.join(out_dir, f"{name}.png")
-    fig.savefig(path, dpi=110)
+    if jax.process_index() == 0:  # several processes train together; one writes
+      fig.savefig(path, dpi=110)
     plt.close(fig)
     paths.append(path)
     logging.info("Wrote %s (%.1f s)", path, time.perf_counter() - start)
@@ -665,8 +666,6 @@ def main(argv):
   checkpoints.quiet_orbax_logging()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if jax.process_index() != 0:  # figures are written by process 0 only
-    return
   paths = make_figures(FLAGS.workdir, FLAGS.only, quick=FLAGS.quick)
   print(f"wrote {len(paths)} figures to {os.path.join(FLAGS.workdir, 'figures')}")
 
