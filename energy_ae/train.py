@@ -137,6 +137,11 @@ def make_optimizer(train_config) -> optax.GradientTransformation:
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
 
+def run_keys(seed: int) -> jax.Array:
+  """The (init, data order, step, evaluation) keys of a run: a pure function of the seed."""
+  return jax.random.split(jax.random.key(seed), 4)
+
+
 def init_state(model: models.Model, tx, key, example_batch) -> dict:
   params = model.init(key, example_batch)
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
@@ -266,6 +271,22 @@ def linear_probe(encode_step, params, train_y, test_y, dataset: data_lib.Dataset
   return {"probe_accuracy": accuracy}
 
 
+def restore_run(config, workdir: str) -> tuple[models.Model, dict, dict, data_lib.Dataset]:
+  """(model, initial state, latest state, dataset) of a run in ``workdir``, on the host's
+  default device; the initial state is the one the run started from (same seed)."""
+  dataset = data_lib.load(config.data)
+  model = models.make(config, dataset.train["y"].shape[1:])
+  tx = make_optimizer(config.train)
+  initial = init_state(model, tx, run_keys(config.seed)[0],
+                       {"y": jnp.asarray(dataset.train["y"][:1])})
+  manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"))
+  try:
+    latest = manager.restore_latest(initial)
+  finally:
+    manager.close()
+  return model, initial, latest, dataset
+
+
 # ----------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------
@@ -325,8 +346,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
 
   tx = make_optimizer(tc)
-  root = jax.random.key(config.seed)
-  init_key, data_key, step_key, eval_key = jax.random.split(root, 4)
+  init_key, data_key, step_key, eval_key = run_keys(config.seed)
   train_data = replicate(mesh, {"y": dataset.train["y"]})
   test_data = replicate(mesh, {"y": dataset.test["y"]})
   replicated = NamedSharding(mesh, P())

@@ -98,17 +98,8 @@ def trained(config, workdir: str) -> Trained:
   """Trains ``config`` in ``workdir`` (resuming any checkpoint) and returns its parameters."""
   os.makedirs(workdir, exist_ok=True)
   train.train_and_evaluate(config, workdir)
-  dataset = data_lib.load(config.data)
-  model = models.make(config, dataset.train["y"].shape[1:])
-  tx = train.make_optimizer(config.train)
-  key = jax.random.split(jax.random.key(config.seed), 4)[0]  # the trainer's init key
-  template = train.init_state(model, tx, key, {"y": jnp.asarray(dataset.train["y"][:1])})
-  manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"))
-  try:
-    state = manager.restore_latest(template)
-  finally:
-    manager.close()
-  return Trained(config, model, state["params"], template["params"], dataset, workdir)
+  model, initial, latest, dataset = train.restore_run(config, workdir)
+  return Trained(config, model, latest["params"], initial["params"], dataset, workdir)
 
 
 class Runs:
@@ -168,20 +159,23 @@ def _z_check_fine(w, y, num=4000):
   return z[np.argmin(e, axis=0), 0]
 
 
-def _free_energy(run: Trained, params, y, beta: float):
+def _ellipse_at(run: Trained, beta: float) -> models.Model:
+  """The run's ellipse model with F = F_β (β = inf: F∞)."""
   config = run.config.copy_and_resolve_references()
   config.model.beta = beta
-  model = models.make(config, (2,))
+  return models.make(config, (2,))
+
+
+def _free_energy(run: Trained, params, y, beta: float) -> np.ndarray:
+  model = _ellipse_at(run, beta)
   return np.asarray(model.evaluate(params, {"y": jnp.asarray(y)}, None)["free_energy"])
 
 
-def _free_energy_and_grad(run: Trained, params, y, beta: float):
-  config = run.config.copy_and_resolve_references()
-  config.model.beta = beta
-  model = models.make(config, (2,))
-  f = lambda y: jnp.sum(model.evaluate(params, {"y": y}, None)["free_energy"])
-  value = _free_energy(run, params, y, beta)
-  return value, np.asarray(jax.grad(f)(jnp.asarray(y, jnp.float32)))
+def _free_energy_grad(run: Trained, params, y, beta: float) -> np.ndarray:
+  """∇_y F(y) at each point of y."""
+  model = _ellipse_at(run, beta)
+  total = lambda y: jnp.sum(model.evaluate(params, {"y": y}, None)["free_energy"])
+  return np.asarray(jax.grad(total)(jnp.asarray(y, jnp.float32)))
 
 
 def _manifold(w, num=400):
@@ -260,7 +254,7 @@ def _mesh(low1, high1, low2, high2, step=0.25):
 def fig_ellipse_free_energy_field(runs, ax_factory):
   run, y, _, w = _ellipse(runs)
   y1, y2, points = _mesh(-3, 3, -2, 2)  # 25 × 17
-  f, g = _free_energy_and_grad(run, run.params, points, math.inf)
+  g = _free_energy_grad(run, run.params, points, math.inf)
   fine1, fine2, fine = _mesh(-3, 3, -2, 2, 0.05)
   f_fine = _free_energy(run, run.params, fine, math.inf).reshape(fine1.shape)
   fig, ax = ax_factory(1, 1, (7, 4.5))
@@ -489,10 +483,9 @@ def fig_cae_jacobian_vs_lambda(runs, ax_factory):
 
 
 def _encoder(run: Trained):
-  from energy_ae.models import _autoencoder
-
-  net = _autoencoder.build(run.config, run.example_shape)
-  return _autoencoder.encoder_fn(net, run.params)
+  """h = Enc(y) for one flat example, for Jacobians and perturbations."""
+  shape = run.example_shape
+  return lambda y: run.model.encode(run.params, y.reshape(1, *shape))[0]
 
 
 def _encoders_for_comparison(runs):
