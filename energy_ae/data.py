@@ -243,7 +243,8 @@ def _check_finite(name: str, split_name: str, split: Split) -> None:
 def load(config: Mapping[str, Any]) -> Dataset:
   """Loads ``config.name`` and pre-processes it as the config says.
 
-  Keys: ``name``; ``range`` ('unit' → [0, 1], 'symmetric' → [−1, 1], 'raw'),
+  Keys: ``name``; ``max_test_examples`` (0: all); ``range`` ('unit' → [0, 1],
+  'symmetric' → [−1, 1], 'raw'),
   ``flatten`` (images to vectors), ``binarize`` ('none' or 'dynamic', applied per
   batch in the train step), plus each loader's own keys (``num_train``, ...).
   """
@@ -258,6 +259,11 @@ def load(config: Mapping[str, Any]) -> Dataset:
     raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
   for split_name, split in (("train", train), ("test", test)):
     _check_finite(name, split_name, split)
+  max_test = config.get("max_test_examples", 0)
+  if not isinstance(max_test, int) or max_test < 0:
+    raise DataError(f"data.max_test_examples must be an integer >= 0 (0: all), got {max_test!r}")
+  if max_test:  # a smaller test split for smoke runs (the ``quick`` configs)
+    test = {k: v[:max_test] for k, v in test.items()}
 
   target = config.get("range", "raw")
   if target not in _RANGES:

@@ -13,6 +13,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.flatten = True
   config.data.binarize = "none"  # or 'dynamic': y ~ Bernoulli(y) per step
   config.data.data_dir = ""  # for tfds:<name>
+  config.data.max_test_examples = 0  # 0: the whole test split
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 256
@@ -57,4 +58,5 @@ def quick(config: ml_collections.ConfigDict, *, num_epochs: float = 2) -> ml_col
   config.train.eval_every = 10
   config.train.checkpoint_every = 5
   config.train.progress = False
+  config.data.max_test_examples = 200
   return config
