@@ -258,9 +258,14 @@ def encode_all(encode_step, params, y, *, batch_size: int) -> np.ndarray:
 
 
 def linear_probe(encode_step, params, train_y, test_y, dataset: data_lib.Dataset, *,
-                 batch_size: int, max_iter: int) -> dict[str, float]:
-  """{'probe_accuracy': ...} of a logistic regression on the codes, or {} without labels."""
+                 batch_size: int, max_iter: int, max_train: int = 0) -> dict[str, float]:
+  """{'probe_accuracy': ...} of a logistic regression on the codes, or {} without labels.
+
+  Fitted on the first ``max_train`` training examples (0: all; the split is shuffled).
+  """
   labels = dataset.train["label"]
+  if max_train:
+    labels, train_y = labels[:max_train], train_y[:max_train]
   if len(np.unique(labels)) < 2:
     return {}
   train_codes = encode_all(encode_step, params, train_y, batch_size=batch_size)
@@ -382,7 +387,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     if probe:
       metrics.update(linear_probe(encode_step, state["params"], train_data["y"], test_data["y"],
                                   dataset, batch_size=eval_batch,
-                                  max_iter=tc.get("linear_probe_max_iter", 1000)))
+                                  max_iter=tc.get("linear_probe_max_iter", 1000),
+                                  max_train=tc.get("linear_probe_examples", 0)))
     writer.write(step, "test", metrics)
     return metrics
 

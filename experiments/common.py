@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   # (models with an encoder, data sets with labels).
   config.train.linear_probe = True
   config.train.linear_probe_max_iter = 1000
+  config.train.linear_probe_examples = 0  # training codes the probe is fitted on (0: all)
   config.train.checkpoint_every = 200
   config.train.checkpoints_to_keep = 3
   config.train.progress = True
@@ -59,4 +60,5 @@ def quick(config: ml_collections.ConfigDict, *, num_epochs: float = 2) -> ml_col
   config.train.checkpoint_every = 5
   config.train.progress = False
   config.data.max_test_examples = 200
+  config.train.linear_probe_examples = 1000
   return config
