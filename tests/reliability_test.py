@@ -41,11 +41,8 @@ EXPLODING_MODEL = textwrap.dedent('''
 
 
 def test_a_non_finite_loss_stops_at_once_naming_the_step_and_term(tmp_path, monkeypatch):
-  _faulty_package(tmp_path, monkeypatch)
-  config = ae.get_config("quick")
-  config.model.name = "faulty.exploding"
-  config.train.optimizer = "sgd"
-  config.train.learning_rate = 0.3  # w: 0 → 3.3 → (5.6: log of a negative number)
+  # w: 0 → 3.3 → (5.6: log of a negative number)
+  config = _faulty_config(tmp_path, monkeypatch, "exploding", 0.3)
   config.train.checkpoint_every = 1
   config.train.log_every = 1
   workdir = tmp_path / "run"
@@ -128,12 +125,18 @@ def _faulty_package(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, name)  # import this test's copy
 
 
-def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path, monkeypatch):
+def _faulty_config(tmp_path, monkeypatch, model: str, learning_rate: float):
+  """The AE quick config with one of the faulty models above, trained by SGD at this rate."""
   _faulty_package(tmp_path, monkeypatch)
   config = ae.get_config("quick")
-  config.model.name = "faulty.flaky"
+  config.model.name = f"faulty.{model}"
   config.train.optimizer = "sgd"
-  config.train.learning_rate = 0.1
+  config.train.learning_rate = learning_rate
+  return config
+
+
+def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path, monkeypatch):
+  config = _faulty_config(tmp_path, monkeypatch, "flaky", 0.1)
   config.train.num_epochs = 4  # 60 steps
   config.train.log_every = 1
   config.train.on_nonfinite = "skip"
@@ -147,11 +150,7 @@ def test_skip_mode_skips_and_counts_non_finite_steps(tmp_path, monkeypatch):
 
 
 def test_skip_mode_stops_after_too_many_non_finite_steps_in_a_row(tmp_path, monkeypatch):
-  _faulty_package(tmp_path, monkeypatch)
-  config = ae.get_config("quick")
-  config.model.name = "faulty.exploding"
-  config.train.optimizer = "sgd"
-  config.train.learning_rate = 0.3
+  config = _faulty_config(tmp_path, monkeypatch, "exploding", 0.3)
   config.train.on_nonfinite = "skip"
   config.train.max_consecutive_nonfinite = 4
   with pytest.raises(train.TrainingError, match=r"non-finite values at step 5: R, loss .*, 4 "
@@ -214,11 +213,7 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
 
 
 def test_parameters_that_overflow_are_never_checkpointed(tmp_path, monkeypatch):
-  _faulty_package(tmp_path, monkeypatch)
-  config = ae.get_config("quick")
-  config.model.name = "faulty.overflowing"
-  config.train.optimizer = "sgd"
-  config.train.learning_rate = 1e10
+  config = _faulty_config(tmp_path, monkeypatch, "overflowing", 1e10)
   config.train.checkpoint_every = 1
   config.train.linear_probe = False
   with pytest.raises(train.TrainingError, match=r"parameters became non-finite by step 1 .* not "
