@@ -156,19 +156,22 @@ def _tfds_split(source, name: str, split: str) -> Split:
   return {"y": images, "label": labels}
 
 
-def _raw_range(name: str, y: np.ndarray) -> tuple[float, float]:
-  """Pixel range of stored images: [0, 1] or [0, 255] when they fit, else the data's own."""
+def _raw_range(name: str, y: np.ndarray, *, integer: bool) -> tuple[float, float]:
+  """The range of stored values: [0, 255] for integer (uint8-like) pixels, [0, 1] for
+  floats inside it, else the data's own minimum and maximum (e.g. 0 … 16 stays 0 … 16)."""
   low, high = float(y.min()), float(y.max())
+  if integer and low >= 0.0 and high <= 255.0:
+    return 0.0, 255.0
   if low >= 0.0 and high <= 1.0:
     return 0.0, 1.0
-  if low >= 0.0 and high <= 255.0:
-    return 0.0, 255.0
   if high == low:
     raise DataError(f"dataset {name!r}: every value is {low:g}; nothing to rescale")
   return low, high
 
 
-def _load_npz(path: str) -> tuple[Split, Split, tuple[float, float]]:
+def _load_npz(path: str, pixel_range=()) -> tuple[Split, Split, tuple[float, float]]:
+  """``pixel_range`` (low, high): the range the stored values live in; empty: guessed by
+  ``_raw_range`` (only integer data is taken as 8-bit pixels)."""
   name = f"npz:{path}"
   try:
     with np.load(path, allow_pickle=False) as f:
@@ -191,12 +194,19 @@ def _load_npz(path: str) -> tuple[Split, Split, tuple[float, float]]:
       raise DataError(f"dataset {name!r}: {split}_label has shape {label.shape}, "
                       f"expected ({len(y)},)")
     splits.append({"y": y.astype(np.float32), "label": label.astype(np.int32)})
+  integer = np.issubdtype(arrays["train"].dtype, np.integer)
   train, test = splits
   if train["y"].shape[1:] != test["y"].shape[1:]:
     raise DataError(f"dataset {name!r}: train examples have shape {train['y'].shape[1:]} but "
                     f"test examples {test['y'].shape[1:]}")
+  if pixel_range:
+    low, high = (float(v) for v in pixel_range) if len(pixel_range) == 2 else (0.0, 0.0)
+    if not low < high:
+      raise DataError(f"data.pixel_range = {tuple(pixel_range)!r}: must be (low, high) with "
+                      f"low < high, or empty to guess it")
+    return train, test, (low, high)
   finite = train["y"][np.isfinite(train["y"])]
-  return train, test, _raw_range(name, finite) if finite.size else (0.0, 1.0)
+  return train, test, _raw_range(name, finite, integer=integer) if finite.size else (0.0, 1.0)
 
 
 def _load_tfds(name: str, config) -> tuple[Split, Split, tuple[float, float]]:
@@ -252,7 +262,7 @@ def load(config: Mapping[str, Any]) -> Dataset:
   if name.startswith("tfds:"):
     train, test, raw_range = _load_tfds(name[len("tfds:"):], config)
   elif name.startswith("npz:"):
-    train, test, raw_range = _load_npz(name[len("npz:"):])
+    train, test, raw_range = _load_npz(name[len("npz:"):], config.get("pixel_range", ()))
   elif name in _LOADERS:
     train, test, raw_range = _LOADERS[name](config)
   else:

@@ -39,6 +39,16 @@ class TrainingError(RuntimeError):
   """Training cannot go on (non-finite values, bad checkpoint); the message says why."""
 
 
+class Interrupted(Exception):
+  """SIGINT / SIGTERM stopped the run after saving a checkpoint; ``signum`` says which."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    name = signal.Signals(signum).name
+    super().__init__(f"interrupted by {name} at step {step}; the checkpoint of step {step} is "
+                     f"saved in {workdir}: run the same command again to resume")
+    self.signum, self.step = signum, step
+
+
 # ----------------------------------------------------------------------------
 # Config checks
 # ----------------------------------------------------------------------------
@@ -75,7 +85,9 @@ def validate_config(config) -> None:
   for field in ("eval_every", "checkpoint_every", "log_every"):
     if t.get(field, 1) <= 0:
       bad(f"train.{field}", t[field], "must be > 0")
-  models.get_model_module(m.name)  # unknown model: listed names
+  module = models.get_model_module(m.name)  # unknown model: listed names
+  if hasattr(module, "validate"):  # the model's own keys, before any data is loaded
+    module.validate(config)
 
 
 # ----------------------------------------------------------------------------
@@ -147,6 +159,59 @@ def init_state(model: models.Model, tx, key, example_batch) -> dict:
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params)}
 
 
+def available_memory_bytes(device=None) -> int | None:
+  """What the device can still allocate: the accelerator's limit, or the host's available
+  memory for CPU devices (None when unknown)."""
+  device = device or jax.local_devices()[0]
+  stats = None
+  try:
+    stats = device.memory_stats()
+  except Exception:  # not every backend implements it
+    pass
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def _gigabytes(num_bytes: float) -> str:
+  return f"{num_bytes / 1e9:.3g} GB"
+
+
+def check_memory(model: models.Model, tx, example_batch, config) -> None:
+  """Fails at once, naming the size and what asked for it, when the train state cannot fit.
+
+  Shapes come from ``jax.eval_shape`` (nothing is allocated); a step holds the parameters,
+  the optimiser state, the gradients and the update. Activations are not counted: this is a
+  lower bound, so a run refused here cannot fit (XLA would otherwise hang or abort).
+  """
+  shapes = jax.eval_shape(functools.partial(init_state, model, tx), jax.random.key(0),
+                          example_batch)
+  nbytes = lambda tree: sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  params_bytes = nbytes(shapes["params"])
+  needed = nbytes(shapes) + 2 * params_bytes
+  available = available_memory_bytes()
+  if available is None or needed <= available:
+    return
+  leaves = jax.tree_util.tree_flatten_with_path(shapes["params"])[0]
+  path, largest = max(leaves, key=lambda kv: math.prod(kv[1].shape))
+  name = "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+  dims = set(largest.shape)
+  culprits = [f"model.{k} = {v}" for k, v in config.model.items()
+              if isinstance(v, int) and not isinstance(v, bool) and v in dims and v > 1]
+  raise ValueError(
+      f"the model does not fit in memory: its parameters, gradients and optimiser state need "
+      f"at least {_gigabytes(needed)} but {_gigabytes(available)} are available (largest "
+      f"array: {name} {tuple(largest.shape)} {largest.dtype}, {_gigabytes(nbytes(largest))})"
+      + (f"; set by {', '.join(culprits)}" if culprits else ""))
+
+
 # ----------------------------------------------------------------------------
 # The step
 # ----------------------------------------------------------------------------
@@ -166,8 +231,8 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   device gathers its own ``global_batch / num_devices`` examples inside the
   compiled step, so no batch is copied from the host. The step's randomness is
   ``fold_in(key, step)``, one key per example by its global batch position.
-  A step whose loss or gradients are not finite leaves the state unchanged and
-  reports ``finite = 0`` (the loop checks the parameters themselves before saving). ``data_parallel=False`` compiles the same step
+  A step whose loss, gradients, new parameters or optimiser state are not finite leaves
+  the state unchanged and reports ``finite = 0``. ``data_parallel=False`` compiles the same step
   as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
   """
   num_devices = mesh.size
@@ -204,13 +269,13 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
     if collectives:
       grads = lax.pmean(grads, AXIS)
       metrics = lax.pmean(metrics, AXIS)
-    # Decided before the update, so that the selects below fuse into the optimiser's
-    # element-wise loops instead of costing extra passes over the parameters. (New
-    # parameters from finite gradients can only overflow; the loop checks the
-    # parameters before every checkpoint.)
-    finite = _all_finite(metrics) & _all_finite(grads)
+    # A step is applied only if its metrics, gradients, new parameters and new optimiser
+    # state are all finite: finite gradients can still overflow in the update (a huge
+    # learning rate, Adam's squared gradients), and such a step must never be applied.
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
+    finite = (_all_finite(metrics) & _all_finite(grads) & _all_finite(params)
+              & _all_finite(opt_state))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = {"step": state["step"] + 1, "params": keep(params, state["params"]),
                  "opt_state": keep(opt_state, state["opt_state"])}
@@ -351,6 +416,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
 
   tx = make_optimizer(tc)
+  check_memory(model, tx, {"y": dataset.train["y"][:1]}, config)
   init_key, data_key, step_key, eval_key = run_keys(config.seed)
   train_data = replicate(mesh, {"y": dataset.train["y"]})
   test_data = replicate(mesh, {"y": dataset.test["y"]})
@@ -411,7 +477,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       return host
     nonfinite["total"] += 1
     nonfinite["consecutive"] += 1
-    names = _nonfinite_names(host) or ["parameters"]
+    names = _nonfinite_names(host) or ["the updated parameters or optimiser state (an overflow "
+                                       "in the update)"]
     what = (f"non-finite values at step {step}: {', '.join(names)} "
             f"({', '.join(f'{k}={host[k]}' for k in names if k in host)})")
     if skip_nonfinite and nonfinite["consecutive"] < max_consecutive:
@@ -427,13 +494,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     last = "no checkpoint was saved yet" if saved is None else f"the last checkpoint (step {saved})"
     return f"{last} and metrics.jsonl are intact"
 
-  params_finite = jax.jit(_all_finite)
-
   def save(step):
-    if not bool(params_finite(state["params"])):
-      raise TrainingError(f"the parameters became non-finite by step {step} (an overflow in "
-                          f"the update); they were not saved; {intact()}")
-    manager.save(step, state)
+    manager.save(step, state)  # finite: a step that is not is never applied
 
   with _StopRequest() as stop:
     try:
@@ -474,7 +536,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
           save(step)
           logging.warning("Stopped by signal %d at step %d; checkpoint saved in %s",
                           stop.signal, step, workdir)
-          break
+          # No final evaluation: an interrupted run must not look like a finished one.
+          raise Interrupted(stop.signal, step, workdir)
       if not last_eval:  # resumed at the end: the final evaluation is already written
         previous = writer.last.get("test")
         last_eval = ({k: v for k, v in previous.items() if k not in ("step", "split")}

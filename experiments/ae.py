@@ -8,7 +8,7 @@ from experiments import common
 
 
 def get_config(arg: str | None = None):
-  config = common.base_config()
+  config = common.base_config(arg)
   config.data.range = "symmetric"  # (x − 0.5) / 0.5
   config.model.name = "ae"
   config.model.latent_dim = 30

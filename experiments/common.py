@@ -3,7 +3,15 @@
 import ml_collections
 
 
-def base_config() -> ml_collections.ConfigDict:
+VARIANTS = ("quick",)  # --config=FILE:VARIANT; none: the full experiment
+
+
+def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The shared keys; ``variant`` (the ``:quick`` of ``--config=FILE:quick``) is checked here
+  so that a typo is an error, not a silent full run."""
+  if variant not in (None, "", *VARIANTS):
+    raise ValueError(f"unknown config variant {variant!r}; known variants: "
+                     f"{', '.join(VARIANTS)} (or none, for the full experiment)")
   config = ml_collections.ConfigDict()
   config.seed = 0
 
@@ -14,6 +22,9 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.binarize = "none"  # or 'dynamic': y ~ Bernoulli(y) per step
   config.data.data_dir = ""  # for tfds:<name>
   config.data.max_test_examples = 0  # 0: the whole test split
+  # npz:<path> data: the (low, high) its stored values live in; () guesses: integer data in
+  # 0 … 255 are 8-bit pixels, floats in [0, 1] are unit pixels, anything else its own min … max.
+  config.data.pixel_range = ()
 
   config.train = ml_collections.ConfigDict()
   config.train.batch_size = 256

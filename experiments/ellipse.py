@@ -10,7 +10,7 @@ from experiments import common
 
 
 def get_config(arg: str | None = None):
-  config = common.base_config()
+  config = common.base_config(arg)
   config.data.name = "ellipse"
   config.data.range = "raw"
   config.data.num_train = 24

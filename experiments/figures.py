@@ -405,9 +405,9 @@ def fig_dae_denoising(runs, ax_factory):
   run = runs.get("dae")
   y = run.dataset.test["y"][:10]
   vr = run.dataset.value_range
-  corrupt = corruptions.get_corruption(run.config.model.corruption)
+  corrupt = corruptions.from_config(run.config.model, vr)
   keys = keys_lib.per_example_keys(jax.random.key(1), jnp.arange(len(y)))
-  y_hat = np.asarray(corrupt(keys, jnp.asarray(y), **dict(run.config.model.corruption_kwargs)))
+  y_hat = np.asarray(corrupt(keys, jnp.asarray(y)))
   fig, ax = ax_factory(1, 1, (8, 3.4))
   show_rows(ax, [to_unit(y_hat, vr), to_unit(y, vr), to_unit(_reconstruct(run, y_hat), vr)],
             ["corrupted ŷ", "clean y", "denoised ỹ"],
@@ -433,9 +433,9 @@ def fig_spiral_dae_field(runs, ax_factory):
 
   run = runs.get("spiral_dae")
   clean = run.dataset.test["y"][:300]
-  corrupt = corruptions.get_corruption(run.config.model.corruption)
+  corrupt = corruptions.from_config(run.config.model, run.dataset.value_range)
   keys = keys_lib.per_example_keys(jax.random.key(2), jnp.arange(len(clean)))
-  noisy = np.asarray(corrupt(keys, jnp.asarray(clean), **dict(run.config.model.corruption_kwargs)))
+  noisy = np.asarray(corrupt(keys, jnp.asarray(clean)))
   g1, g2 = np.meshgrid(np.linspace(-1.5, 1.5, 31), np.linspace(-1.5, 1.5, 31))
   grid = np.stack([g1.ravel(), g2.ravel()], -1).astype(np.float32)
   moved = _reconstruct(run, grid) - grid

@@ -43,6 +43,8 @@ def main(argv):
   import jax
 
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS["config"].config_filename)
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"--workdir={workdir} is an existing file, not a directory")
   os.makedirs(workdir, exist_ok=True)
   logging.info("JAX process %d of %d; local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
@@ -51,13 +53,13 @@ def main(argv):
   logging.info("Final test metrics: %s", {k: round(v, 4) for k, v in final.items()})
 
 
-def _config_path(argv: list[str]) -> str:
+def _config_path(argv: list[str], variant: bool = False) -> str:
   """The file of --config=FILE[:arg] (or --config FILE[:arg]) on the command line."""
   for i, arg in enumerate(argv):
     value = (arg.split("=", 1)[1] if arg.startswith("--config=")
              else argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
     if value is not None:
-      return value.split(":")[0]
+      return value if variant else value.split(":")[0]
   return "(none given)"
 
 
@@ -79,11 +81,24 @@ def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
   return None
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with an error raised by the config file's get_config() (an unknown
+  variant, a bad value) turned into one line instead of absl's traceback dump."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    text = str(e)
+    if "Error whilst parsing config file" not in text:
+      raise
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    _fail(f"--config={_config_path(argv, variant=True)}: {last.split(': ', 1)[-1]}")
+
+
 def run():
   std_logging.getLogger("absl").setLevel(std_logging.INFO)
   checkpoints.quiet_orbax_logging()
   try:
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except (KeyError, AttributeError) as e:  # ml_collections: no such key / no get_config
     message = _explain_flag_error(e, sys.argv)
     if message is None and isinstance(e, KeyError):
@@ -100,6 +115,13 @@ def run():
           f"{str(e).strip().splitlines()[-1].strip()}")
   except EXPECTED_ERRORS as e:
     _fail(str(e))
+  except train.Interrupted as e:  # checkpoint saved; exit as a signal-killed process would
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)
+  except KeyboardInterrupt:  # before the loop installed its handler: nothing to save yet
+    print("stopped: interrupted before training started; nothing was written",
+          file=sys.stderr)
+    sys.exit(130)
 
 
 def _fail(message: str):

@@ -10,7 +10,7 @@ from experiments import common
 
 
 def get_config(arg: str | None = None):
-  config = common.base_config()
+  config = common.base_config(arg)
   config.data.name = "spiral"
   config.data.range = "raw"
   config.data.flatten = False
@@ -26,7 +26,7 @@ def get_config(arg: str | None = None):
   config.model.latent_activation = "relu"
   config.model.output_activation = "identity"
   config.model.corruption = "gaussian"
-  config.model.corruption_kwargs = {"sigma": 0.1}
+  config.model.corruption_kwargs = {"gaussian": {"sigma": 0.1}}
   config.model.energy = {"C": {"term": "squared_error", "weight": 1.0}}
   config.train.batch_size = 200
   config.train.num_epochs = 150

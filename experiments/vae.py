@@ -8,7 +8,7 @@ from experiments import common
 
 
 def get_config(arg: str | None = None):
-  config = common.base_config()
+  config = common.base_config(arg)
   config.data.range = "unit"  # not normalised, not binarised
   config.model.name = "vae"
   config.model.latent_dim = 20

@@ -119,6 +119,8 @@ def _assert_one_clear_line(proc, expected):
      "error: unknown energy term 'squared_eror'; valid names: bernoulli_nll"),
     (["--config.train.on_nonfinite=ignore"],
      "error: config.train.on_nonfinite = 'ignore': must be one of stop, skip"),
+    (["--config.model.corruption_kwargs.dropout.sigma=0.5"],
+     "error: --config.model.corruption_kwargs.dropout.sigma=0.5: the config has no key"),
 ])
 def test_bad_keys_and_names_through_the_cli(tmp_path, overrides, expected):
   _assert_one_clear_line(run_cli("experiments/dae.py:quick", tmp_path, *overrides, check=False),
@@ -190,3 +192,59 @@ def sklearn_digits():
   from sklearn.datasets import load_digits
 
   return load_digits().data.reshape(-1, 8, 8).astype(np.float32)  # 0..16: rescaled as raw data
+
+
+def test_config_errors_come_before_any_data_or_compilation(tmp_path):
+  proc = run_cli("experiments/dae.py:quick", tmp_path, "--config.model.corruption=blur",
+                 check=False)
+  assert proc.returncode == 1 and "Training" not in proc.stderr and "mnist" not in proc.stderr
+  assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_an_unknown_config_variant_lists_the_known_ones(tmp_path):
+  _assert_one_clear_line(
+      run_cli("experiments/vae.py:qick", tmp_path, check=False),
+      "error: --config=experiments/vae.py:qick: unknown config variant 'qick'; known variants: "
+      "quick")
+  assert not os.listdir(tmp_path)
+
+
+def test_a_workdir_that_is_a_file_is_one_clear_line_and_the_file_is_kept(tmp_path):
+  path = tmp_path / "notes.txt"
+  path.write_text("mine")
+  _assert_one_clear_line(run_cli("experiments/ae.py:quick", path, check=False),
+                         f"error: --workdir={path} is an existing file, not a directory")
+  assert path.read_text() == "mine"
+
+
+def test_switching_the_corruption_from_the_command_line_brings_its_own_arguments(tmp_path):
+  run_cli("experiments/dae.py:quick", tmp_path, "--config.model.corruption=gaussian",
+          "--config.model.corruption_kwargs.gaussian.sigma=0.2", "--config.train.num_epochs=1")
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["model"]["corruption"] == "gaussian"
+  test = [r for r in read_metrics(str(tmp_path / "metrics.jsonl")) if r["split"] == "test"][-1]
+  # ŷ = y + 0.2 ε on [−1, 1] images, PSNR on [0, 1]: MSE = (0.2 / 2)² = 0.01 → 20 dB before
+  # clipping to the range; clipping removes at most the outward half of a pixel's noise (a
+  # pixel at the edge), so MSE ≥ 0.005 → PSNR ≤ 23.0 dB. (Dropout's p = 0.5 gives ~15 dB.)
+  assert 20.0 <= test["psnr_in"] <= 23.02, test
+
+
+def test_a_corruption_keyword_the_function_lacks_is_named_before_any_work(tmp_path):
+  (tmp_path / "my_dae.py").write_text(
+      "from experiments import dae\n\n"
+      "def get_config(arg=None):\n"
+      "  config = dae.get_config(arg)\n"
+      "  config.model.corruption_kwargs = {'dropout': {'sigma': 0.5}}\n"
+      "  return config\n")
+  _assert_one_clear_line(
+      run_cli(f"{tmp_path / 'my_dae.py'}:quick", tmp_path / "run", check=False),
+      "error: config.model.corruption_kwargs: corruption 'dropout' has no keyword 'sigma'; "
+      "its keywords: p")
+
+
+def test_a_model_too_large_for_memory_fails_at_once_naming_size_and_field(tmp_path):
+  proc = run_cli("experiments/ae.py:quick", tmp_path, "--config.model.latent_dim=2000000000",
+                 check=False)  # it used to hang for good in a futex wait
+  _assert_one_clear_line(proc, "error: the model does not fit in memory: its parameters, "
+                               "gradients and optimiser state need at least 6.28e+04 GB")
+  assert _last_line(proc).endswith("set by model.latent_dim = 2000000000")

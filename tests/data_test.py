@@ -133,3 +133,29 @@ def test_tfds_path_reads_a_locally_prepared_array_record_set(tmp_path):
 def test_tfds_set_that_is_not_prepared_says_how_to_prepare_it(tmp_path):
   with pytest.raises(data.DataError, match="tfds:mnist.*tfds build mnist"):
     data.load(cfg(name="tfds:mnist", data_dir=str(tmp_path)))
+
+
+def _npz_config(path, **extra):
+  return {"name": f"npz:{path}", "range": "unit", **extra}
+
+
+@pytest.mark.parametrize("stored,dtype,pixel_range,expected_max", [
+    (16.0, np.float32, (), 1.0),       # 0 … 16 floats: their own range, not 8-bit pixels
+    (16, np.uint8, (), 16 / 255),      # integer data: 8-bit pixels
+    (200, np.int64, (), 200 / 255),
+    (16.0, np.float32, (0, 255), 16 / 255),  # a stated pixel range wins
+    (0.5, np.float32, (), 0.5),        # floats inside [0, 1] are unit pixels already
+])
+def test_npz_values_are_taken_as_pixels_only_when_integer_or_stated(
+    tmp_path, stored, dtype, pixel_range, expected_max):
+  values = (np.arange(32).reshape(4, 8) % 2 * stored).astype(dtype)
+  np.savez(tmp_path / "d.npz", train=values, test=values)
+  ds = data.load(_npz_config(tmp_path / "d.npz", pixel_range=pixel_range))
+  np.testing.assert_allclose(ds.train["y"].max(), expected_max, rtol=1e-6)
+  assert ds.train["y"].min() == 0.0
+
+
+def test_a_bad_pixel_range_is_named(tmp_path):
+  np.savez(tmp_path / "d.npz", train=np.ones((4, 2)), test=np.ones((4, 2)))
+  with pytest.raises(data.DataError, match=r"data.pixel_range = \(1, 0\): must be \(low, high\)"):
+    data.load(_npz_config(tmp_path / "d.npz", pixel_range=(1, 0)))

@@ -181,3 +181,23 @@ def test_cae_penalties_agree_and_the_closed_form_refuses_other_encoders():
   config.model.encoder_widths = (64,)
   with pytest.raises(ValueError, match="closed form for one sigmoid layer"):
     models.make(config, (784,))
+
+
+def test_salt_and_pepper_takes_its_extremes_from_the_data_range():
+  keys = jax.random.split(jax.random.key(0), 64)
+  y = jnp.zeros((64, 100))
+  config = {"corruption": "salt_and_pepper", "corruption_kwargs": {"salt_and_pepper": {"p": 0.5}}}
+  corrupt = corruptions.from_config(config, (-1.0, 1.0))
+  values = set(np.unique(np.asarray(corrupt(keys, y))).tolist())
+  assert values == {-1.0, 0.0, 1.0}  # black and white of [−1, 1] images, not 0 and 1
+
+
+def test_corruption_kwargs_per_name_or_flat_and_checked_against_the_signature():
+  per_name = {"corruption": "gaussian",
+              "corruption_kwargs": {"dropout": {"p": 0.5}, "gaussian": {"sigma": 0.1}}}
+  assert corruptions.kwargs_from_config(per_name) == {"sigma": 0.1}
+  assert corruptions.kwargs_from_config({"corruption": "mask", "corruption_kwargs": {"p": 0.1}}) \
+      == {"p": 0.1}
+  with pytest.raises(ValueError, match=r"corruption 'gaussian' has no keyword 'p'; its keywords: "
+                                       r"sigma"):
+    corruptions.from_config({"corruption": "gaussian", "corruption_kwargs": {"p": 0.5}})

@@ -66,10 +66,17 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, sig):
     time.sleep(0.1)
   proc.send_signal(sig)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-2000:]
-  assert f"Stopped by signal {int(sig)}" in err
+  # As a shell reports a process killed by the signal: 130 for SIGINT, 143 for SIGTERM.
+  assert proc.returncode == 128 + int(sig), err[-2000:]
+  assert f"Stopped by signal {int(sig)}" in err and "Final test metrics" not in err
   steps = [int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()]
   assert len(steps) == 1 and 0 < steps[0] < 200 * 15
+  assert err.strip().splitlines()[-1] == (
+      f"stopped: interrupted by {sig.name} at step {steps[0]}; the checkpoint of step "
+      f"{steps[0]} is saved in {tmp_path}: run the same command again to resume")
+  # No evaluation at the interrupted step: a finished run would not have written one.
+  tests = [r["step"] for r in read_metrics(str(tmp_path / "metrics.jsonl")) if r["split"] == "test"]
+  assert tests == [0]
 
 
 FLAKY_MODEL = textwrap.dedent('''
@@ -99,16 +106,17 @@ OVERFLOWING_MODEL = textwrap.dedent('''
     from energy_ae.models import Model
 
     def make(config, example_shape):
-      """E = 10³⁰ w: finite loss and gradient, but one SGD step of rate 10¹⁰ overflows w."""
+      """E = 10¹⁸ w: finite loss, gradient and gradient norm, but one SGD step of rate 10³⁰
+      overflows w."""
       def init(key, batch):
         return {"w": jnp.zeros(())}
 
       def loss(params, batch, keys):
-        e = 1e30 * params["w"]
+        e = 1e18 * params["w"]
         return e, {"loss": e}
 
       def evaluate(params, batch, keys):
-        return {"loss": 1e30 * params["w"]}
+        return {"loss": 1e18 * params["w"]}
 
       return Model(init, loss, evaluate)
 ''')
@@ -212,11 +220,26 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
 
 
 
-def test_parameters_that_overflow_are_never_checkpointed(tmp_path, monkeypatch):
-  config = _faulty_config(tmp_path, monkeypatch, "overflowing", 1e10)
+def test_parameters_that_overflow_are_never_applied_or_checkpointed(tmp_path, monkeypatch):
+  config = _faulty_config(tmp_path, monkeypatch, "overflowing", 1e30)
   config.train.checkpoint_every = 1
   config.train.linear_probe = False
-  with pytest.raises(train.TrainingError, match=r"parameters became non-finite by step 1 .* not "
-                                               r"saved; no checkpoint was saved yet"):
+  with pytest.raises(train.TrainingError, match=r"non-finite values at step 1: the updated "
+                                               r"parameters or optimiser state .*; the state was "
+                                               r"not updated; no checkpoint was saved yet"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def test_skip_mode_never_goes_on_from_overflowed_parameters(tmp_path, monkeypatch):
+  config = _faulty_config(tmp_path, monkeypatch, "overflowing", 1e30)
+  config.train.num_epochs = 1  # 15 steps, each overflowing: all skipped, w stays 0
+  config.train.on_nonfinite = "skip"
+  config.train.max_consecutive_nonfinite = 100
+  config.train.log_every = 1
+  config.train.linear_probe = False
+  final = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert final["loss"] == 0.0  # E = 10¹⁸ w at the initial w = 0
+  records = [r for r in read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
+             if r["split"] == "train"]
+  assert records[-1]["nonfinite_steps"] == 15

@@ -2,20 +2,23 @@
 
 F(y) = C(y, Dec(Enc(ŷ))) with ŷ drawn by the corruption process ``model.corruption``
 (``dropout`` — the lecture's, p = 0.5 with kept pixels scaled by 1/(1−p) —, ``mask``,
-``gaussian``, ``salt_and_pepper``) with hyper-parameters ``model.corruption_kwargs``.
+``gaussian``, ``salt_and_pepper``) with hyper-parameters ``model.corruption_kwargs.<name>``.
 Test metrics ``psnr_in`` (ŷ vs y) and ``psnr_out`` (ỹ vs y) in dB on [0, 1] images.
 """
-
-import functools
 
 from energy_ae import corruptions, energies
 from energy_ae.models import _autoencoder
 
 
+def validate(config) -> None:
+  """Config checks that need no data: the corruption's name and keywords."""
+  corruptions.check_kwargs(config.model.corruption,
+                           corruptions.kwargs_from_config(config.model))
+
+
 def make(config, example_shape):
   mc = config.model
-  corrupt = functools.partial(corruptions.get_corruption(mc.corruption),
-                              **dict(mc.get("corruption_kwargs", {})))
+  corrupt = corruptions.from_config(mc, _autoencoder.value_range(config))
   model, _ = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(mc.energy), corrupt=corrupt)
   return model
