@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-test run test test-slow figures bench lint clean
+.PHONY: install run test test-slow figures bench lint tensorboard clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,16 +17,14 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-install-test: $(STAMP)
-
 run: install
 	$(PY) -m experiments.run --config=experiments/dae.py --workdir=runs/dae
 
 # Two workers: most tests wait on subprocesses and compilation, so the 2 cores overlap them.
-test: install-test
+test: install
 	$(PY) -m pytest -q -n 2
 
-test-slow: install-test
+test-slow: install
 	$(PY) -m pytest -q -n 2 -m slow
 
 # Trains what the figures need under runs/figures/runs (reused when run again), writes the
@@ -42,6 +40,10 @@ bench: install
 lint: install
 	$(PIP) install --quiet -e '.[lint]'
 	$(PY) -m ruff check energy_ae experiments tests
+
+tensorboard: install
+	$(PIP) install --quiet -e '.[tensorboard]'
+	$(VENV)/bin/tensorboard --logdir runs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -25,7 +25,6 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from energy_ae import keys
@@ -330,6 +329,3 @@ def num_batches(num_examples: int, batch_size: int) -> int:
   """Full batches per epoch (the remainder of a shuffled epoch is dropped)."""
   return num_examples // batch_size
 
-
-def to_device_arrays(split: Split) -> dict[str, jax.Array]:
-  return {k: jnp.asarray(v) for k, v in split.items()}

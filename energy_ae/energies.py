@@ -281,10 +281,6 @@ class Energy(NamedTuple):
 
   terms: tuple[TermSpec, ...]
 
-  @property
-  def inputs(self) -> frozenset[str]:
-    return frozenset(name for term in self.terms for name in term.inputs)
-
   def __call__(self, **quantities: Any) -> tuple[Array, dict[str, Array]]:
     """Returns (E, {label: term}) per example; E = Σ weight · term."""
     values: dict[str, Array] = {}

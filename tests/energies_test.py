@@ -53,7 +53,7 @@ def test_bernoulli_nll_is_exact_for_huge_logits():
   got = energies.bernoulli_nll(y, logits)
   # 0 + 1e9 + 1e9 + 0 + 0.5e9: each saturated element costs |logit| where it is wrong.
   np.testing.assert_allclose(got, [2.5e9], rtol=1e-7)
-  assert np.isfinite(jax.grad(lambda l: energies.bernoulli_nll(y, l).sum())(logits)).all()
+  assert np.isfinite(jax.grad(lambda x: energies.bernoulli_nll(y, x).sum())(logits)).all()
 
 
 def test_categorical_nll_against_numpy(dtype):

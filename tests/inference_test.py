@@ -107,9 +107,10 @@ def test_softmin_matches_scipy_quadrature(beta):
     energies = inference.argmin_grid(lambda z: ellipse_energy(jnp.asarray(y), z), grid).energies
     got = inference.free_energy_softmin(energies, beta)
   for i in range(len(y)):
-    e = lambda z: (y[i, 0] - W1 * np.cos(z)) ** 2 + (y[i, 1] - W2 * np.sin(z)) ** 2
+    def e(z, i=i):
+      return (y[i, 0] - W1 * np.cos(z)) ** 2 + (y[i, 1] - W2 * np.sin(z)) ** 2
     # Break points at the quadrants: the integrand's peaks for large β sit there.
-    integral, _ = integrate.quad(lambda z: np.exp(-beta * e(z)), 0, 2 * np.pi, limit=200,
+    integral, _ = integrate.quad(lambda z, e=e: np.exp(-beta * e(z)), 0, 2 * np.pi, limit=200,
                                  points=[np.pi / 2, np.pi, 3 * np.pi / 2], epsabs=0)
     expected = -np.log(integral / (2 * np.pi)) / beta
     np.testing.assert_allclose(got[i], expected, rtol=1e-4)

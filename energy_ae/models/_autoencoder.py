@@ -104,4 +104,4 @@ def make_autoencoder_model(config, example_shape, energy: energies.Energy, corru
   def encode(params, y):
     return net.apply(params, y, method=AutoEncoder.encode)
 
-  return Model(init, loss, evaluate, encode), net
+  return Model(init, loss, evaluate, encode)

@@ -9,6 +9,6 @@ from energy_ae.models import _autoencoder
 
 
 def make(config, example_shape):
-  model, _ = _autoencoder.make_autoencoder_model(
+  model = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(config.model.energy))
   return model

@@ -26,6 +26,6 @@ def make(config, example_shape):
                      "sigmoid layer h = σ(W y + b) (no encoder_widths, latent_activation "
                      "'sigmoid'); use 'contractive' for this encoder")
   terms["R"] = (penalty, mc.contractive_weight)
-  model, _ = _autoencoder.make_autoencoder_model(
+  model = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(terms))
   return model

@@ -19,6 +19,6 @@ def validate(config) -> None:
 def make(config, example_shape):
   mc = config.model
   corrupt = corruptions.from_config(mc, _autoencoder.value_range(config))
-  model, _ = _autoencoder.make_autoencoder_model(
+  model = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(mc.energy), corrupt=corrupt)
   return model

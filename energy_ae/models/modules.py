@@ -29,7 +29,8 @@ def activation(name: str) -> Callable[[jax.Array], jax.Array]:
   try:
     return ACTIVATIONS[name]
   except KeyError:
-    raise ValueError(f"unknown activation {name!r}; valid names: {', '.join(sorted(ACTIVATIONS))}")
+    raise ValueError(
+        f"unknown activation {name!r}; valid names: {', '.join(sorted(ACTIVATIONS))}") from None
 
 
 class MLP(nn.Module):
