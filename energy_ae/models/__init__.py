@@ -11,6 +11,12 @@ returns a ``Model`` of three pure functions:
   shape (B,) (or a scalar, counted once per example).
 * ``encode(params, y) -> codes`` (optional): the (B, d) latent codes of a batch, for
   the linear probe and the figures; None for models without an encoder.
+* ``decode(params, z) -> ỹ`` (optional): the decoder's output in data space (a VAE's
+  Bernoulli means are probabilities), shape (B, *example_shape) flattened as the data is.
+* ``reconstruct(params, y) -> ỹ`` (optional): decode(encode(y)) as the model reconstructs
+  at test time (z = μ for a VAE, ž for target propagation).
+* ``extras``: further public functions of one model, by name (a VAE's ``posterior``
+  (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools.
 
 The registry is by convention: ``config.model.name = "vae"`` imports
 ``energy_ae.models.vae``; a dotted name (``mypkg.my_model``) imports that module, so
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 
@@ -30,6 +36,9 @@ class Model(NamedTuple):
   loss: Callable[..., Any]
   evaluate: Callable[..., Any]
   encode: Callable[..., Any] | None = None
+  decode: Callable[..., Any] | None = None
+  reconstruct: Callable[..., Any] | None = None
+  extras: Mapping[str, Callable[..., Any]] = {}
 
 
 def model_names() -> list[str]:

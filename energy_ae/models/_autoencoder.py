@@ -55,9 +55,9 @@ def quantities(net: AutoEncoder, params, y_in: jax.Array, y: jax.Array) -> dict:
   y_tilde = net.apply(params, h, method=AutoEncoder.decode)
   q = {"y": y.reshape(y.shape[0], -1), "y_tilde": y_tilde, "z": h, "h": h,
        "encode": encoder_fn(net, params)}
-  encoder_params = params["params"]["encoder"]
-  if len(encoder_params) == 1 and "dense_0" in encoder_params:  # one dense layer: W is known
-    q["kernel"] = encoder_params["dense_0"]["kernel"]
+  kernel = quantities_kernel(params)
+  if kernel is not None:  # one dense layer: W is known
+    q["kernel"] = kernel
   return q
 
 
@@ -104,4 +104,22 @@ def make_autoencoder_model(config, example_shape, energy: energies.Energy, corru
   def encode(params, y):
     return net.apply(params, y, method=AutoEncoder.encode)
 
-  return Model(init, loss, evaluate, encode)
+  def decode(params, h):
+    return net.apply(params, h, method=AutoEncoder.decode)
+
+  def reconstruct(params, y):
+    return net.apply(params, y)
+
+  def kernel(params):
+    """W_h of a one-dense-layer encoder, (input, d); None for deeper encoders."""
+    return quantities_kernel(params)
+
+  return Model(init, loss, evaluate, encode, decode, reconstruct,
+               extras={"encoder_kernel": kernel, "corrupt": corrupt})
+
+
+def quantities_kernel(params):
+  encoder_params = params["params"]["encoder"]
+  if len(encoder_params) == 1 and "dense_0" in encoder_params:
+    return encoder_params["dense_0"]["kernel"]
+  return None

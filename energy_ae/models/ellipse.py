@@ -73,4 +73,9 @@ def make(config, example_shape) -> Model:
     w = jnp.abs(params["w"])
     return {"free_energy": f, "w1": w[0], "w2": w[1]}
 
-  return Model(init, loss, evaluate)
+  def decode_fn(params, z):
+    return decode(params["w"], z)
+
+  return Model(init, loss, evaluate, decode=decode_fn,
+               extras={"free_energy": free_energy, "energy": lambda params, y: energy_fn(
+                   params["w"], y)})

@@ -104,4 +104,16 @@ def make(config, example_shape):
   def encode(params, y):
     return encoder.apply(params["encoder"], y)  # z̃
 
-  return Model(init, loss, evaluate, encode)
+  def decode(params, z):
+    return decoder.apply(params["decoder"], z)
+
+  def infer_codes(params, y):
+    """(z̃, ž): the encoder's guess and the inner loop's minimiser of E = C + R + D."""
+    _, z_tilde, z_check, _ = infer(nets, params, y)
+    return z_tilde, z_check
+
+  def reconstruct(params, y):
+    return decode(params, infer_codes(params, y)[1])
+
+  return Model(init, loss, evaluate, encode, decode, reconstruct,
+               extras={"infer": infer_codes})

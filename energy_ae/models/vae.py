@@ -118,7 +118,18 @@ def make(config, example_shape):
   def encode(params, y):
     return net.apply(params, y, method=VAE.encode)[0]  # μ
 
-  return Model(init, loss, evaluate, encode)
+  def posterior(params, y):
+    return net.apply(params, y, method=VAE.encode)  # (μ, log v)
+
+  def decode(params, z):
+    out = net.apply(params, z, method=VAE.decode)
+    return jax.nn.sigmoid(out) if mc.likelihood == "bernoulli" else out
+
+  def reconstruct(params, y):
+    return decode(params, encode(params, y))
+
+  return Model(init, loss, evaluate, encode, decode, reconstruct,
+               extras={"posterior": posterior})
 
 
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:

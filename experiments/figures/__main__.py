@@ -1,0 +1,28 @@
+"""``python -m experiments.figures``: see the package docstring."""
+
+import os
+
+from absl import app, flags
+
+from energy_ae import checkpoints
+from experiments.figures import make_figures
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "runs/figures", "Runs under WORKDIR/runs, PNGs under WORKDIR/figures.")
+flags.DEFINE_multi_string("only", None, "Make only these figures (repeatable); default: all.")
+flags.DEFINE_bool("quick", False, "Train for a few steps only (smoke test of every figure).")
+
+
+def main(argv):
+  checkpoints.quiet_orbax_logging()
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  try:
+    paths = make_figures(FLAGS.workdir, FLAGS.only, quick=FLAGS.quick)
+  except ValueError as e:
+    raise SystemExit(f"error: {e}") from None
+  print(f"wrote {len(paths)} figures and summary.json to {os.path.join(FLAGS.workdir, 'figures')}")
+
+
+if __name__ == "__main__":
+  app.run(main)

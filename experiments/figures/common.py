@@ -1,0 +1,165 @@
+"""What every figure module shares: the trained runs, the registry and image helpers.
+
+A figure is a function ``fn(runs, summary) -> matplotlib Figure`` registered with
+``@figure``; it trains (or reuses) what it needs through ``runs.get`` and writes into
+``summary`` (a dict) the numbers that make it right, which ``make_figures`` collects in
+``WORKDIR/figures/summary.json`` and the slow test checks against the lecture's facts.
+Figures use the models' public functions only (``Model.encode`` / ``decode`` /
+``reconstruct`` / ``extras``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import os
+from collections.abc import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from energy_ae import data as data_lib, models, train  # noqa: E402
+from energy_ae.metrics_io import read_metrics  # noqa: E402
+
+# mathtext everywhere: z̃ and ž as combining accents are indistinguishable at small sizes.
+plt.rcParams.update({"mathtext.fontset": "dejavusans", "legend.framealpha": 0.9})
+
+FIGURES: dict[str, Callable] = {}
+SECTIONS: dict[str, str] = {}  # figure name -> the lecture section's module
+
+
+def figure(fn: Callable) -> Callable:
+  """Registers ``fn`` as the figure named after it."""
+  FIGURES[fn.__name__] = fn
+  SECTIONS[fn.__name__] = fn.__module__.rsplit(".", 1)[-1]
+  return fn
+
+
+# ----------------------------------------------------------------------------
+# Trained models
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Trained:
+  config: object
+  model: models.Model
+  params: object
+  init_params: object
+  dataset: data_lib.Dataset
+  workdir: str
+
+  @property
+  def example_shape(self):
+    return self.dataset.train["y"].shape[1:]
+
+  def records(self, split="test"):
+    return [r for r in read_metrics(os.path.join(self.workdir, "metrics.jsonl"))
+            if r["split"] == split]
+
+
+def experiment_config(name: str, quick: bool, **overrides):
+  config = importlib.import_module(f"experiments.{name}").get_config("quick" if quick else None)
+  config.train.progress = False
+  config.train.linear_probe = False  # no figure needs it
+  if quick:  # evaluate and save once at the end (a figure that draws a curve asks for more)
+    config.train.eval_every = config.train.checkpoint_every = 10**9
+    config.train.eval_at_start = False
+  for dotted, value in overrides.items():
+    node = config
+    *path, last = dotted.split(".")
+    for key in path:
+      node = node[key]
+    node[last] = value
+  return config
+
+
+def trained(config, workdir: str) -> Trained:
+  """Trains ``config`` in ``workdir`` (resuming any checkpoint) and returns its parameters."""
+  os.makedirs(workdir, exist_ok=True)
+  train.train_and_evaluate(config, workdir)
+  model, initial, latest, dataset = train.restore_run(config, workdir)
+  return Trained(config, model, latest["params"], initial["params"], dataset, workdir)
+
+
+class Runs:
+  """Trains each named run once per invocation; figures share them."""
+
+  def __init__(self, workdir: str, quick: bool):
+    self.workdir, self.quick = workdir, quick
+
+  def get_total_steps(self, experiment: str, **overrides) -> int:
+    """The number of optimiser steps the run of ``experiment`` will take."""
+    config = experiment_config(experiment, self.quick, **overrides)
+    dataset = data_lib.load(config.data)
+    steps_per_epoch = data_lib.num_batches(len(dataset.train["y"]), config.train.batch_size)
+    return int(config.train.num_epochs * steps_per_epoch)
+
+  @functools.cache  # noqa: B019 (one Runs per process)
+  def get(self, name: str, experiment: str | None = None, **overrides) -> Trained:
+    """The run ``WORKDIR/runs/<name>`` of ``experiments/<experiment>.py`` (default: name)
+    with ``overrides`` ({"model.latent_dim": 2, ...}), trained once and then reused."""
+    config = experiment_config(experiment or name, self.quick, **overrides)
+    return trained(config, os.path.join(self.workdir, "runs", name))
+
+
+# ----------------------------------------------------------------------------
+# Plot helpers
+# ----------------------------------------------------------------------------
+
+
+def subplots(rows: int, cols: int, size: tuple[float, float], **kwargs):
+  return plt.subplots(rows, cols, figsize=size, **kwargs)
+
+
+def image_grid(images: np.ndarray, rows: int, cols: int, shape=(28, 28), *, gap: int = 1,
+               gap_value: float = np.nan) -> np.ndarray:
+  """(rows·cols, H·W) images → one mosaic with ``gap``-pixel separators between tiles
+  (NaN: drawn in the colour map's 'bad' colour, set by ``show_mosaic``)."""
+  h, w = shape
+  images = np.asarray(images, np.float64)[: rows * cols].reshape(-1, h, w)
+  images = np.concatenate([images, np.full((rows * cols - len(images), h, w), gap_value)])
+  out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), gap_value)
+  for k, image in enumerate(images):
+    r, c = divmod(k, cols)
+    out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = image
+  return out
+
+
+def show_mosaic(ax, mosaic: np.ndarray, *, cmap="gray", vmin=0.0, vmax=1.0,
+                separator="#d62728"):
+  """imshow with the separators (NaN) in a colour no pixel has."""
+  colormap = plt.get_cmap(cmap).copy()
+  colormap.set_bad(separator)
+  return ax.imshow(np.ma.masked_invalid(mosaic), cmap=colormap, vmin=vmin, vmax=vmax,
+                   interpolation="nearest")
+
+
+def show_rows(ax, rows: list[np.ndarray], labels: list[str], title: str, shape=(28, 28)):
+  """One row of tiles per entry of ``rows`` (values in [0, 1]), labelled on the left."""
+  cols = max(len(r) for r in rows)
+  mosaic = image_grid(np.concatenate([np.concatenate(
+      [np.asarray(r).reshape(len(r), -1),
+       np.full((cols - len(r), int(np.prod(shape))), np.nan)]) for r in rows]),
+      len(rows), cols, shape)
+  show_mosaic(ax, mosaic)
+  ax.set_yticks([(i + 0.5) * (shape[0] + 1) for i in range(len(rows))], labels)
+  ax.set_xticks([])
+  ax.set_title(title)
+
+
+def to_unit(y: np.ndarray, value_range) -> np.ndarray:
+  low, high = value_range
+  return np.clip((np.asarray(y) - low) / (high - low), 0, 1)
+
+
+def colorbar(fig, mappable, ax, **kwargs):
+  """A colour bar exactly the height of ``ax`` (an axes divider, not a shrunken guess)."""
+  from mpl_toolkits.axes_grid1 import make_axes_locatable
+
+  cax = make_axes_locatable(ax).append_axes("right", size="4%", pad=0.08)
+  return fig.colorbar(mappable, cax=cax, **kwargs)
