@@ -24,6 +24,8 @@ run: install
 test: install
 	$(PY) -m pytest -q -n 2
 
+# The long end-to-end checks: every figure from scratch with the lecture's facts, every
+# documented command, the benchmark's quick run.
 test-slow: install
 	$(PY) -m pytest -q -n 2 -m slow
 
