@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import math
 import os
 import platform
 import resource
@@ -37,7 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from energy_ae import data as data_lib, models, train
+from energy_ae import checkpoints, data as data_lib, models, train
+from experiments.torch_models import TorchTargetProp, TorchVAE, torch_available
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON results.")
@@ -98,16 +98,29 @@ def dense_flops(widths: list[int]) -> int:
 
 
 def vae_flops_per_example(d_in=784, hidden=400, latent=20) -> int:
-  """Forward + backward (≈ 3× forward) of the encoder 784-400-40 and decoder 20-400-784."""
+  """Matmul FLOPs of one train step per example, counted layer by layer.
+
+  A dense layer a → b costs 2ab forward, 2ab for its weight gradient and 2ab for its input
+  gradient, the last only where a gradient must flow further down: every layer but the
+  encoder's first (784 → 400), whose input is the data. Decoder 20-400-784 and encoder
+  784-400-40 give 2·(784·400 + 400·40 + 20·400 + 400·784)·3 − 2·784·400 ≈ 3.28 MFLOP.
+  (Element-wise work — activations, the loss, Adam — is not counted.)
+  """
   forward = dense_flops([d_in, hidden, 2 * latent]) + dense_flops([latent, hidden, d_in])
-  return 3 * forward
+  return 3 * forward - 2 * d_in * hidden
 
 
 def target_prop_flops_per_example(inner_steps, d_in=784, hidden=256, latent=64) -> int:
-  """Inner loop: decoder forward + gradient w.r.t. z (≈ 2× forward) per step; outer
-  step: encoder and decoder forward + backward (≈ 3× forward each)."""
+  """Matmul FLOPs of one train step per example, counted layer by layer (see above).
+
+  Inner loop, per step: decoder forward (2ab per layer) and the gradient w.r.t. z (input
+  gradients only, 2ab per layer), no weight gradients. Outer step: encoder and decoder
+  forward and weight gradients; input gradients everywhere except the first layer of each
+  (the encoder's input is the data, the decoder's is ž, held fixed by stop_gradient).
+  """
   encoder, decoder = dense_flops([d_in, hidden, latent]), dense_flops([latent, hidden, d_in])
-  return inner_steps * 2 * decoder + 3 * (encoder + decoder)
+  outer = 3 * (encoder + decoder) - 2 * d_in * hidden - 2 * latent * hidden
+  return inner_steps * 2 * decoder + outer
 
 
 def peak_rss_mib() -> float:
@@ -175,117 +188,6 @@ def _memory_estimate(step, args) -> dict[str, float]:
   return {"argument_mib": mib(analysis.argument_size_in_bytes),
           "temp_mib": mib(analysis.temp_size_in_bytes),
           "output_mib": mib(analysis.output_size_in_bytes)}
-
-
-# ----------------------------------------------------------------------------
-# PyTorch eager: the same models, losses and optimisers
-# ----------------------------------------------------------------------------
-
-
-def flax_init_(module) -> None:
-  """Flax's Dense initialisation (LeCun normal, truncated at 2σ; zero bias) for every
-  torch Linear, so that both frameworks train the same model from the same distribution."""
-  import torch
-
-  for layer in module.modules():
-    if isinstance(layer, torch.nn.Linear):
-      std = math.sqrt(1.0 / layer.in_features) / 0.87962566103423978
-      torch.nn.init.trunc_normal_(layer.weight, std=std, a=-2 * std, b=2 * std)
-      torch.nn.init.zeros_(layer.bias)
-
-
-def torch_available() -> bool:
-  try:
-    import torch  # noqa: F401
-  except ImportError:
-    return False
-  return True
-
-
-class TorchVAE:
-  """784-400-(20, 20) / 20-400-784, ReLU, Bernoulli logits; loss mean_b[C + β KL]."""
-
-  def __init__(self, *, hidden=400, latent=20, d_in=784, lr=1e-3, beta=1.0, seed=0):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    self.torch, self.latent, self.beta = torch, latent, beta
-    self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, 2 * latent))
-    self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in))
-    flax_init_(self.encoder)
-    flax_init_(self.decoder)
-    params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-    self.opt = torch.optim.Adam(params, lr=lr)
-
-  def terms(self, y):
-    torch = self.torch
-    stats = self.encoder(y)
-    mu, logvar = stats[:, :self.latent], stats[:, self.latent:]
-    z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-    logits = self.decoder(z)
-    c = torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none").sum(-1)
-    kl = 0.5 * (torch.exp(logvar) - logvar - 1 + mu**2).sum(-1)
-    return c, kl
-
-  def step(self, y):
-    c, kl = self.terms(y)
-    loss = (c + self.beta * kl).mean()
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    self.opt.step()
-    return loss
-
-  def nelbo(self, y) -> float:
-    with self.torch.no_grad():
-      c, kl = self.terms(y)
-    return float((c + kl).mean())
-
-
-class TorchTargetProp:
-  """Encoder 784-256-64, decoder 64-256-784 (sigmoid); ž by ``inner_steps`` of SGD on
-  E = C + λ‖z‖₁ + ‖z − z̃‖²; then Adam on E(y, ž) with ž fixed."""
-
-  def __init__(self, *, inner_steps=20, inner_lr=0.05, l1=0.05, d_weight=1.0, hidden=256,
-               latent=64, d_in=784, lr=1e-3, seed=0):
-    import torch
-    from torch import nn
-
-    torch.manual_seed(seed)
-    self.torch = torch
-    self.inner_steps, self.inner_lr, self.l1, self.d_weight = inner_steps, inner_lr, l1, d_weight
-    self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, latent))
-    self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in),
-                                 nn.Sigmoid())
-    flax_init_(self.encoder)
-    flax_init_(self.decoder)
-    params = list(self.encoder.parameters()) + list(self.decoder.parameters())
-    self.opt = torch.optim.Adam(params, lr=lr)
-
-  def energy(self, y, z, z_tilde):
-    c = ((y - self.decoder(z)) ** 2).sum(-1)
-    return c + self.l1 * z.abs().sum(-1) + self.d_weight * ((z - z_tilde) ** 2).sum(-1)
-
-  def infer(self, y, z_tilde, trace=None):
-    torch = self.torch
-    z = z_tilde.detach().clone().requires_grad_(True)
-    for _ in range(self.inner_steps):
-      e = self.energy(y, z, z_tilde.detach()).sum()
-      (g,) = torch.autograd.grad(e, z)
-      with torch.no_grad():
-        z -= self.inner_lr * g
-      if trace is not None:
-        trace.append(float(e) / y.shape[0])
-    return z.detach()
-
-  def step(self, y):
-    z_tilde = self.encoder(y)
-    z_check = self.infer(y, z_tilde)
-    loss = self.energy(y, z_check, z_tilde).mean()
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    self.opt.step()
-    return loss
 
 
 def torch_rate(model, y_all: np.ndarray, batch_size: int, *, min_time, repeats) -> float:
@@ -414,6 +316,7 @@ def vae_parity(*, epochs: int) -> dict:
 
 def main(argv):
   del argv
+  checkpoints.quiet_orbax_logging()  # the last line a user sees is the result
   min_time = 0.3 if FLAGS.quick else FLAGS.min_time
   repeats = 1 if FLAGS.quick else FLAGS.repeats
   have_torch = torch_available()
