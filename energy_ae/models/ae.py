@@ -8,6 +8,11 @@ from energy_ae import energies
 from energy_ae.models import _autoencoder
 
 
+def validate(config) -> None:
+  """Unknown energy terms or keywords, before any data is loaded."""
+  energies.make_energy(config.model.energy)
+
+
 def make(config, example_shape):
   model = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(config.model.energy))

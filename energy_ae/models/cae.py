@@ -10,11 +10,11 @@ from energy_ae import energies
 from energy_ae.models import _autoencoder
 
 
-def make(config, example_shape):
+def validate(config) -> None:
+  """The CAE's own keys, before any data is loaded."""
   mc = config.model
-  if mc.contractive_weight < 0:
+  if not isinstance(mc.contractive_weight, (int, float)) or not mc.contractive_weight >= 0:
     raise ValueError(f"model.contractive_weight must be >= 0, got {mc.contractive_weight}")
-  terms = dict(mc.energy)
   penalty = mc.get("contractive_penalty", "contractive")
   if penalty not in ("contractive", "contractive_sigmoid"):
     raise ValueError(f"model.contractive_penalty must be 'contractive' or 'contractive_sigmoid', "
@@ -25,7 +25,14 @@ def make(config, example_shape):
     raise ValueError("model.contractive_penalty = 'contractive_sigmoid' is the closed form for one "
                      "sigmoid layer h = σ(W y + b) (no encoder_widths, latent_activation "
                      "'sigmoid'); use 'contractive' for this encoder")
-  terms["R"] = (penalty, mc.contractive_weight)
+  energies.make_energy(mc.energy)  # unknown term names, before any data
+
+
+def make(config, example_shape):
+  validate(config)
+  mc = config.model
+  terms = dict(mc.energy)
+  terms["R"] = (mc.get("contractive_penalty", "contractive"), mc.contractive_weight)
   model = _autoencoder.make_autoencoder_model(
       config, example_shape, energies.make_energy(terms))
   return model

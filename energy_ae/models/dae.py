@@ -14,6 +14,7 @@ def validate(config) -> None:
   """Config checks that need no data: the corruption's name and keywords."""
   corruptions.check_kwargs(config.model.corruption,
                            corruptions.kwargs_from_config(config.model))
+  energies.make_energy(config.model.energy)
 
 
 def make(config, example_shape):

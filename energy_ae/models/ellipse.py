@@ -31,14 +31,29 @@ def latent_grid(num_points: int) -> jax.Array:
   return inference.uniform_grid(0.0, 2 * math.pi, num_points)
 
 
+def validate(config) -> None:
+  """The ellipse model's own keys, before any data is loaded."""
+  mc = config.model
+  if not isinstance(mc.beta, (int, float)) or not mc.beta > 0:
+    raise ValueError(f"config.model.beta = {mc.beta!r}: must be > 0 (inf for the "
+                     "zero-temperature limit F∞)")
+  if mc.inference not in ("grid", "argmin"):
+    raise ValueError(f"model.inference must be 'grid' or 'argmin', got {mc.inference!r}")
+  if not isinstance(mc.num_latent_points, int) or mc.num_latent_points < 2:
+    raise ValueError(f"config.model.num_latent_points = {mc.num_latent_points!r}: must be an "
+                     "integer >= 2")
+  if len(mc.init_w) != 2:
+    raise ValueError(f"config.model.init_w = {tuple(mc.init_w)!r}: must be (w₁, w₂)")
+  energies.make_energy(mc.energy)
+
+
 def make(config, example_shape) -> Model:
   del example_shape  # always (2,)
+  validate(config)
   mc = config.model
   energy = energies.make_energy(mc.energy)
   beta = float(mc.beta)
   grid = latent_grid(mc.num_latent_points)
-  if mc.inference not in ("grid", "argmin"):
-    raise ValueError(f"model.inference must be 'grid' or 'argmin', got {mc.inference!r}")
 
   def energy_fn(w, y):
     # A grid point z of shape (1,) gives one g(z) for the whole batch: broadcast it.

@@ -38,13 +38,24 @@ class Networks(NamedTuple):
   inner_steps: int
 
 
-def build(config, example_shape) -> Networks:
+def validate(config) -> None:
+  """Target propagation's own keys, before any data is loaded."""
   mc = config.model
   if mc.inner_optimizer not in INNER_OPTIMIZERS:
     raise ValueError(f"unknown model.inner_optimizer {mc.inner_optimizer!r}; valid names: "
                      f"{', '.join(sorted(INNER_OPTIMIZERS))}")
   if "D" not in mc.energy:
     raise ValueError("target_prop needs a distance term 'D' in model.energy")
+  if not isinstance(mc.inner_steps, int) or mc.inner_steps < 0:
+    raise ValueError(f"config.model.inner_steps = {mc.inner_steps!r}: must be an integer >= 0")
+  if not isinstance(mc.inner_lr, (int, float)) or not mc.inner_lr > 0:
+    raise ValueError(f"config.model.inner_lr = {mc.inner_lr!r}: must be > 0")
+  energies.make_energy(mc.energy)
+
+
+def build(config, example_shape) -> Networks:
+  validate(config)
+  mc = config.model
   return Networks(
       encoder=modules.make_encoder(mc, mc.latent_dim, example_shape=example_shape,
                                    output_activation="identity"),

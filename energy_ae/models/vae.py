@@ -59,11 +59,27 @@ def build(config, example_shape) -> VAE:
   return VAE(int(mc.latent_dim), tuple(example_shape), mc.to_dict())
 
 
-def make(config, example_shape):
+def validate(config) -> None:
+  """The VAE's own keys, before any data is loaded."""
   mc = config.model
   if mc.likelihood not in LIKELIHOODS:
     raise ValueError(f"unknown model.likelihood {mc.likelihood!r}; valid names: "
                      f"{', '.join(LIKELIHOODS)}")
+  if not isinstance(mc.beta, (int, float)) or not mc.beta >= 0:
+    raise ValueError(f"config.model.beta = {mc.beta!r}: must be >= 0")
+  for field in ("iw_samples", "iw_chunk"):
+    value = mc.get(field, 1)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+      raise ValueError(f"config.model.{field} = {value!r}: must be a positive integer "
+                       "(k of the importance sampler)")
+  std = mc.get("decoder_std", 1.0)
+  if not isinstance(std, (int, float)) or not std > 0:
+    raise ValueError(f"config.model.decoder_std = {std!r}: must be > 0")
+
+
+def make(config, example_shape):
+  validate(config)
+  mc = config.model
   net = build(config, example_shape)
   log_lik = _log_likelihood(mc.likelihood, mc.get("decoder_std", 1.0))
   beta = float(mc.beta)
