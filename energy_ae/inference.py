@@ -78,6 +78,62 @@ def argmin(
   return ArgminResult(lax.stop_gradient(z_final), trace)
 
 
+def soft_threshold(z: Array, threshold: float | Array) -> Array:
+  """prox_{τ‖·‖₁}(z) = sign(z) · max(|z| − τ, 0), element-wise (τ = ``threshold``)."""
+  return jnp.sign(z) * jnp.maximum(jnp.abs(z) - threshold, 0.0)
+
+
+def argmin_proximal(
+    smooth_energy_fn: EnergyFn,
+    z_init: Array,
+    *,
+    num_steps: int,
+    step_size: float,
+    l1_weight: float = 0.0,
+    accelerated: bool = True,
+) -> ArgminResult:
+  """ž = argmin_z f(z) + λ‖z‖₁ by proximal gradient steps: ISTA, or FISTA if ``accelerated``.
+
+  f = ``smooth_energy_fn`` (the differentiable part of E, e.g. C + D), λ = ``l1_weight``
+  (0: the prox is the identity and ISTA is gradient descent). With η = ``step_size``:
+
+    ISTA:  z_{k+1} = S_{ηλ}(z_k − η ∇f(z_k)),
+    FISTA: z_{k+1} = S_{ηλ}(x_k − η ∇f(x_k)),  t_{k+1} = (1 + √(1 + 4 t_k²)) / 2,
+           x_{k+1} = z_{k+1} + (t_k − 1) / t_{k+1} · (z_{k+1} − z_k),  t_0 = 1, x_0 = z_0,
+
+  S_τ the soft threshold. For η ≤ 1/L (L the Lipschitz constant of ∇f) E(z_k) − E(ž)
+  ≤ L‖z_0 − ž‖² / (2k) for ISTA and 2L‖z_0 − ž‖² / (k + 1)² for FISTA (Beck & Teboulle,
+  2009). Unlike a (sub)gradient step on λ‖z‖₁, the soft threshold sets codes exactly to 0
+  and does not oscillate around the kink. ``trace`` holds E = f + λ‖z‖₁ at each z_k.
+  """
+  if num_steps < 0:
+    raise ValueError(f"argmin_proximal: num_steps must be >= 0, got {num_steps}")
+  if not step_size > 0:
+    raise ValueError(f"argmin_proximal: step_size must be > 0, got {step_size}")
+  feature_axes = tuple(range(1, jnp.ndim(z_init))) or None
+
+  def energy(z: Array) -> Array:
+    return smooth_energy_fn(z) + l1_weight * jnp.sum(jnp.abs(z), axis=feature_axes)
+
+  grad_fn = jax.grad(lambda z: jnp.sum(smooth_energy_fn(z)))
+
+  def step(carry, _):
+    z, x, t = carry
+    z_next = soft_threshold(x - step_size * grad_fn(x), step_size * l1_weight)
+    if accelerated:
+      t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
+      x_next = z_next + ((t - 1.0) / t_next) * (z_next - z)
+    else:
+      t_next, x_next = t, z_next
+    return (z_next, x_next, t_next), energy(z)
+
+  z0 = lax.stop_gradient(z_init)
+  one = jnp.ones((), z0.dtype)
+  (z_final, _, _), trace = lax.scan(step, (z0, z0, one), None, length=num_steps)
+  trace = jnp.concatenate([trace, energy(z_final)[None]], axis=0)
+  return ArgminResult(lax.stop_gradient(z_final), trace)
+
+
 class GridResult(NamedTuple):
   z: Array  # ž on the grid, shape (*batch, *z_shape)
   energies: Array  # E(y, z_k) for every grid point, shape (*batch, N)

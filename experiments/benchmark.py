@@ -263,8 +263,9 @@ def bench_inner_loop(y: np.ndarray, *, num_steps: int, min_time: float) -> list[
   batch = jnp.asarray(y[:256])
   at_steps = [s for s in (0, 5, 10, 20, 50, 100, 200) if s <= num_steps]
   rows = []
-  for optimizer in sorted(target_prop.INNER_OPTIMIZERS):
+  for optimizer in target_prop.inner_optimizer_names():
     config.model.inner_optimizer = optimizer
+    config.model.inner_lr = 0.0  # each optimiser's own default step
     nets = target_prop.build(config, y.shape[1:])
 
     run = jax.jit(lambda params, batch, nets=nets: jnp.mean(
@@ -273,7 +274,7 @@ def bench_inner_loop(y: np.ndarray, *, num_steps: int, min_time: float) -> list[
     trace = np.asarray(run(params, batch))
     seconds = 1.0 / best_rate(lambda n: [run(params, batch).block_until_ready()  # noqa: B023
                                          for _ in range(n)], min_time=min_time, repeats=3)
-    rows.append({"inner_optimizer": optimizer, "inner_lr": config.model.inner_lr,
+    rows.append({"inner_optimizer": optimizer, "inner_lr": nets.inner_lr,
                  "ms_per_inner_step": round(1e3 * seconds / num_steps, 3),
                  "at_steps": at_steps, "energy": [round(float(trace[s]), 3) for s in at_steps]})
     print(json.dumps(rows[-1]), flush=True)
