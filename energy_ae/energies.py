@@ -19,7 +19,9 @@ An energy is a weighted sum of named terms chosen by a config::
 
 Each term's positional parameters name the quantities it reads (``y``, ``y_tilde``,
 ``logits``, ``z``, ``z_tilde``, ``mu``, ``logvar``, ``encode``, ...); the model
-supplies them by keyword. A new term is one function plus ``@register_term``.
+supplies them by keyword. A new term is one function plus ``@register_term``, or one
+function in the user's own file named in the config by its import path
+(``my_terms:log_cosh``).
 """
 
 from __future__ import annotations
@@ -58,12 +60,39 @@ def term_names() -> list[str]:
 
 
 def get_term(name: str) -> Callable[..., Array]:
+  """A registered term, or ``package.module:function`` imported from ``sys.path`` (the
+  current directory included), so that a term in the user's own file needs no registration
+  and a run's config.json names where its terms live."""
+  if ":" in name:
+    return _import_term(name)
   try:
     return _TERMS[name]
   except KeyError:
     raise ValueError(
-        f"unknown energy term {name!r}; valid names: {', '.join(term_names())}"
+        f"unknown energy term {name!r}; valid names: {', '.join(term_names())} "
+        "(or an import path package.module:function)"
     ) from None
+
+
+def _import_term(path: str) -> Callable[..., Array]:
+  import importlib
+  import os
+  import sys
+
+  module_name, _, function_name = path.partition(":")
+  if not module_name or not function_name:
+    raise ValueError(f"energy term {path!r}: an import path is package.module:function")
+  if "" not in sys.path and os.getcwd() not in sys.path:  # `python -m` puts it there already
+    sys.path.insert(0, os.getcwd())
+  try:
+    module = importlib.import_module(module_name)
+  except ImportError as e:
+    raise ValueError(f"energy term {path!r}: cannot import module {module_name!r} ({e})") from None
+  fn = getattr(module, function_name, None)
+  if not callable(fn):
+    raise ValueError(f"energy term {path!r}: module {module_name!r} has no function "
+                     f"{function_name!r}")
+  return fn
 
 
 # ----------------------------------------------------------------------------
@@ -280,6 +309,16 @@ class Energy(NamedTuple):
   """A weighted sum of named terms; call it with the quantities its terms read."""
 
   terms: tuple[TermSpec, ...]
+
+  def check_inputs(self, provided, *, model: str) -> None:
+    """Fails, naming the term, if a term reads a quantity the model does not provide
+    (called by the models' ``validate``, before any data is loaded)."""
+    for term in self.terms:
+      missing = [name for name in term.inputs if name not in provided]
+      if missing:
+        raise ValueError(
+            f"energy term {term.label!r} ({term.name}) reads {missing}, which the {model} "
+            f"model does not provide; it provides {sorted(provided)}")
 
   def __call__(self, **quantities: Any) -> tuple[Array, dict[str, Array]]:
     """Returns (E, {label: term}) per example; E = Σ weight · term."""

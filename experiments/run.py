@@ -1,6 +1,7 @@
 r"""Runs one experiment: a thin main; the logic lives in ``energy_ae.train``.
 
   python -m experiments.run --config=experiments/dae.py [--config.key=value ...] [--workdir=DIR]
+  python -m experiments.run --list      # models, data sets, energy terms, corruptions, ...
 
 Without --workdir, a fresh folder under runs/ named after the config and the time.
 Errors in the config or the data end the run with one clear last line and exit 1
@@ -21,6 +22,8 @@ from energy_ae import checkpoints, data, train
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
 flags.DEFINE_bool("verbose", False, "Print tracebacks of errors.")
+flags.DEFINE_bool("list", False, "List the models, data sets, energy terms (with the quantities "
+                  "each reads and its keywords), corruptions and inner optimisers, then exit.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
 EXPECTED_ERRORS = (ValueError, data.DataError, train.TrainingError, checkpoints.CheckpointError,
@@ -33,9 +36,47 @@ def default_workdir(config_path: str) -> str:
   return os.path.join("runs", f"{name}-{stamp}")
 
 
+def listing() -> str:
+  """What a config can name, with the quantities and keywords of each energy term."""
+  import inspect
+
+  from energy_ae import corruptions, energies, models
+  from energy_ae.models import target_prop
+
+  def keywords(fn):
+    params = inspect.signature(fn).parameters.values()
+    return ", ".join(f"{p.name}={p.default!r}" for p in params if p.kind is p.KEYWORD_ONLY)
+
+  def first_line(obj):
+    return (inspect.getdoc(obj) or "").splitlines()[0] if inspect.getdoc(obj) else ""
+
+  lines = ["models (config.model.name; or your own module path my_pkg.my_model):"]
+  for name in models.model_names():
+    lines.append(f"  {name:22s} {first_line(models.get_model_module(name))}")
+  lines.append("data sets (config.data.name):")
+  lines += [f"  {name}" for name in data.dataset_names()]
+  lines.append("energy terms (config.model.energy.<role>.term; or an import path "
+               "my_terms:my_function):")
+  for name in energies.term_names():
+    fn = energies.get_term(name)
+    inputs = ", ".join(energies.parse_term("?", name).inputs)
+    lines.append(f"  {name:22s} reads ({inputs}); keywords: {keywords(fn) or '-'}")
+    lines.append(f"  {'':22s} {first_line(fn)}")
+  lines.append("corruptions (config.model.corruption, keywords in model.corruption_kwargs.<name>):")
+  for name in corruptions.corruption_names():
+    lines.append(f"  {name:22s} keywords: {keywords(corruptions.get_corruption(name))}")
+  lines.append("inner optimisers (config.model.inner_optimizer; model.inner_lr = 0: the default):")
+  for name in target_prop.inner_optimizer_names():
+    lines.append(f"  {name:22s} default inner_lr {target_prop.INNER_LR_DEFAULTS[name]}")
+  return "\n".join(lines)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if FLAGS.list:
+    print(listing())
+    return
   if FLAGS.config is None:
     raise ValueError("--config=FILE is required, e.g. --config=experiments/dae.py")
   config = FLAGS.config

@@ -49,6 +49,11 @@ def encoder_fn(net: AutoEncoder, params) -> Callable[[jax.Array], jax.Array]:
   return lambda y: net.apply(params, y[None], method=AutoEncoder.encode)[0]
 
 
+# What an energy term of an autoencoder may read (``quantities``; ``kernel`` only for a
+# one-dense-layer encoder).
+QUANTITIES = ("y", "y_tilde", "z", "h", "encode", "kernel")
+
+
 def quantities(net: AutoEncoder, params, y_in: jax.Array, y: jax.Array) -> dict:
   """Everything an energy term may read: y (flat target), y_tilde, z = h, encode, kernel."""
   h = net.apply(params, y_in, method=AutoEncoder.encode)

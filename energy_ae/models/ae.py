@@ -10,7 +10,8 @@ from energy_ae.models import _autoencoder
 
 def validate(config) -> None:
   """Unknown energy terms or keywords, before any data is loaded."""
-  energies.make_energy(config.model.energy)
+  energies.make_energy(config.model.energy).check_inputs(
+      _autoencoder.QUANTITIES, model=config.model.name)
 
 
 def make(config, example_shape):

@@ -14,7 +14,8 @@ def validate(config) -> None:
   """Config checks that need no data: the corruption's name and keywords."""
   corruptions.check_kwargs(config.model.corruption,
                            corruptions.kwargs_from_config(config.model))
-  energies.make_energy(config.model.energy)
+  energies.make_energy(config.model.energy).check_inputs(
+      _autoencoder.QUANTITIES, model=config.model.name)
 
 
 def make(config, example_shape):

@@ -44,7 +44,7 @@ def validate(config) -> None:
                      "integer >= 2")
   if len(mc.init_w) != 2:
     raise ValueError(f"config.model.init_w = {tuple(mc.init_w)!r}: must be (w₁, w₂)")
-  energies.make_energy(mc.energy)
+  energies.make_energy(mc.energy).check_inputs(("y", "y_tilde"), model="ellipse")
 
 
 def make(config, example_shape) -> Model:

@@ -72,7 +72,11 @@ def validate(config) -> None:
   if not isinstance(mc.inner_lr, (int, float)) or not mc.inner_lr >= 0:
     raise ValueError(f"config.model.inner_lr = {mc.inner_lr!r}: must be > 0, or 0 for the "
                      "inner optimiser's own default")
-  energies.make_energy(mc.energy)
+  energies.make_energy(mc.energy).check_inputs(QUANTITIES, model="target_prop")
+
+
+# What an energy term of target propagation may read.
+QUANTITIES = ("y", "y_tilde", "z", "z_tilde")
 
 
 def build(config, example_shape) -> Networks:
