@@ -201,3 +201,94 @@ def test_corruption_kwargs_per_name_or_flat_and_checked_against_the_signature():
   with pytest.raises(ValueError, match=r"corruption 'gaussian' has no keyword 'p'; its keywords: "
                                        r"sigma"):
     corruptions.from_config({"corruption": "gaussian", "corruption_kwargs": {"p": 0.5}})
+
+
+def _linear_gaussian_vae(mu_offset=(0.4, 0.4), **model_overrides):
+  """A VAE whose decoder is linear-Gaussian, p(y|z) = N(W z + b, σ² I) with p(z) = N(0, I),
+  so that log p(y) = log N(y; b, W Wᵀ + σ² I) in closed form; (model, params, y, exact)."""
+  n, d, sigma = 5, 2, 0.5
+  rng = np.random.default_rng(0)
+  q, _ = np.linalg.qr(rng.normal(size=(n, d)))
+  w = q * np.array([1.5, 0.8])
+  b = rng.normal(size=n)
+  post_var = 1.0 / (1.0 + (w**2).sum(0) / sigma**2)
+  a = (post_var[:, None] * w.T) / sigma**2
+  model_config = dict(name="vae", latent_dim=d, architecture="mlp", encoder_widths=(),
+                      decoder_widths=(), activation="relu", likelihood="gaussian",
+                      decoder_std=sigma, beta=1.0, iw_samples=10, iw_chunk=10)
+  model_config.update(model_overrides)
+  config = ml_collections.ConfigDict(dict(data=dict(range="raw"), model=model_config))
+  model = models.make(config, (n,))
+  y = jnp.asarray(rng.normal(size=(4, n)) + b, jnp.float32)
+  enc_kernel = np.concatenate([a.T, np.zeros((n, d))], axis=1)
+  enc_bias = np.concatenate([-a @ b + np.asarray(mu_offset), np.log(post_var) + 0.5])  # wrong q
+  params = {"params": {
+      "encoder": {"dense_0": {"kernel": jnp.asarray(enc_kernel, jnp.float32),
+                              "bias": jnp.asarray(enc_bias, jnp.float32)}},
+      "decoder": {"dense_0": {"kernel": jnp.asarray(w.T, jnp.float32),
+                              "bias": jnp.asarray(b, jnp.float32)}}}}
+  cov = w @ w.T + sigma**2 * np.eye(n)
+  diff = np.asarray(y, np.float64) - b
+  exact = -0.5 * (np.einsum("bi,ij,bj->b", diff, np.linalg.inv(cov), diff)
+                  + np.linalg.slogdet(2 * np.pi * cov)[1])
+  return model, params, y, exact, (w, b, sigma)
+
+
+def test_iwae_bound_with_one_sample_is_the_elbo_estimate_of_that_sample():
+  from energy_ae import keys as keys_lib
+
+  model, params, y, _, (w, b, sigma) = _linear_gaussian_vae()
+  keys = jax.random.split(jax.random.key(3), 4)
+  bound = np.asarray(model.extras["iwae_bound"](params, y, keys, 1))
+  # Independently: log p(y|z) + log p(z) − log q(z|y) at z = μ + σ_q ε with the same ε.
+  mu, logvar = (np.asarray(a, np.float64) for a in model.extras["posterior"](params, y))
+  eps = np.asarray(keys_lib.normal(keys, (1, 2)), np.float64)[:, 0]
+  z = mu + np.exp(0.5 * logvar) * eps
+  gauss = lambda x, m, var: -0.5 * np.sum((x - m) ** 2 / var + np.log(2 * np.pi * var), -1)
+  expected = (gauss(np.asarray(y, np.float64), z @ w.T + b, sigma**2) + gauss(z, 0.0, 1.0)
+              - gauss(z, mu, np.exp(logvar)))
+  np.testing.assert_allclose(bound, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_iwae_bound_rises_with_k_towards_log_p_y():
+  model, params, y, exact, _ = _linear_gaussian_vae()
+  means = {}
+  for k in (1, 10, 100, 1000):
+    keys = jax.random.split(jax.random.key(k), 4)
+    # E[L_k] over 200 independent draws per example; each L_k ≤ log p(y) only in expectation.
+    draws = jax.vmap(lambda kk, k=k: model.extras["iwae_bound"](
+        params, y, jax.random.split(kk, 4), k))(jax.random.split(keys[0], 200))
+    means[k] = np.asarray(draws).mean(0)
+  gaps = {k: exact - m for k, m in means.items()}
+  assert np.all(gaps[1] > gaps[10]) and np.all(gaps[10] > gaps[100])
+  assert np.all(gaps[1000] > -0.02) and np.all(gaps[1000] < 0.05)  # MC error of the mean
+
+
+def test_iwae_objective_trains_on_the_bound():
+  model, params, y, _, _ = _linear_gaussian_vae(objective="iwae", train_samples=5)
+  keys = jax.random.split(jax.random.key(0), 4)
+  value, metrics = model.loss(params, {"y": y}, keys)
+  np.testing.assert_allclose(value, -np.mean(model.extras["iwae_bound"](params, y, keys, 5)),
+                             rtol=1e-6)
+
+
+def test_free_bits_remove_the_kl_gradient_of_dimensions_below_the_floor():
+  keys = jax.random.split(jax.random.key(0), 4)
+  offset = (1.5, 0.0)  # μ₁ far from the prior's mean: dimension 0 pays far more KL than 1
+  model, params, y, _, _ = _linear_gaussian_vae(offset)
+  kl = np.asarray(model.extras["kl_per_dim"](params, y))  # (4 examples, 2 dimensions)
+  assert kl[:, 1].max() < kl[:, 0].min(), kl
+  floor = float(kl[:, 1].max() + kl[:, 0].min()) / 2  # above every KL of dim 1, below dim 0's
+  grads = {}
+  for name, overrides in (("elbo", {}), ("free_bits", {"free_bits": floor}),
+                          ("no_kl", {"beta": 0.0})):
+    model, params, y, _, _ = _linear_gaussian_vae(offset, **overrides)
+    grads[name] = np.asarray(jax.grad(lambda p, m=model: m.loss(p, {"y": y}, keys)[0])(
+        params)["params"]["encoder"]["dense_0"]["bias"])
+  # ∂/∂θ mean_b Σ_j max(λ, KL_bj) is the KL gradient of the (b, j) with KL_bj > λ only: none of
+  # dimension 1 (its biases get the reconstruction gradient alone), all of dimension 0.
+  # The encoder bias is (μ₀, μ₁, log v₀, log v₁).
+  for index, target in ((0, "elbo"), (2, "elbo"), (1, "no_kl"), (3, "no_kl")):
+    np.testing.assert_allclose(grads["free_bits"][index], grads[target][index], rtol=1e-5,
+                               atol=1e-6)
+  assert not np.allclose(grads["elbo"][1], grads["no_kl"][1])  # the KL does act on dimension 1

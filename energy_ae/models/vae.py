@@ -4,6 +4,11 @@ Encoder y ↦ (μ, log v); z = μ + ε √v, ε ~ N(0, I) (reparameterisation); 
 z ↦ logits of a Bernoulli likelihood (or the mean of a Gaussian one). Free energy
 F̃(y) = C(y, ỹ) + β KL(N(μ, v) ‖ N(0, I)), β = ``model.beta``.
 
+Training objective ``model.objective``: ``elbo`` (the free energy above, with an optional
+floor ``model.free_bits`` on the KL per latent dimension) or ``iwae``, −L_k with
+L_k = log (1/k) Σ_k p(y, z_k) / q(z_k | y) over ``model.train_samples`` = k samples
+(Burda et al. 2015; β does not enter it).
+
 Test metrics: ``nelbo`` = C + KL (β = 1, one z sample, nats per example) and
 ``nll_iw``, the importance-weighted estimate of −log p(y) with
 ``model.iw_samples`` samples (Burda et al., 2015); reconstructions use z = μ.
@@ -19,6 +24,7 @@ from energy_ae import energies, keys as keys_lib, metrics as metrics_lib
 from energy_ae.models import Model, modules
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
 
 
 class VAE(nn.Module):
@@ -75,6 +81,17 @@ def validate(config) -> None:
   std = mc.get("decoder_std", 1.0)
   if not isinstance(std, (int, float)) or not std > 0:
     raise ValueError(f"config.model.decoder_std = {std!r}: must be > 0")
+  objective = mc.get("objective", "elbo")
+  if objective not in OBJECTIVES:
+    raise ValueError(f"config.model.objective = {objective!r}: unknown objective; valid names: "
+                     f"{', '.join(OBJECTIVES)}")
+  k = mc.get("train_samples", 1)
+  if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+    raise ValueError(f"config.model.train_samples = {k!r}: must be an integer >= 1")
+  free_bits = mc.get("free_bits", 0.0)
+  if not isinstance(free_bits, (int, float)) or not free_bits >= 0:
+    raise ValueError(f"config.model.free_bits = {free_bits!r}: must be >= 0 (nats per latent "
+                     "dimension)")
 
 
 def make(config, example_shape):
@@ -87,6 +104,10 @@ def make(config, example_shape):
   def init(key, batch):
     return net.init(key, batch["y"][:1])
 
+  objective = mc.get("objective", "elbo")
+  train_samples = int(mc.get("train_samples", 1))
+  free_bits = float(mc.get("free_bits", 0.0))
+
   def free_energy(params, y, keys):
     flat = y.reshape(y.shape[0], -1)
     mu, logvar = net.apply(params, y, method=VAE.encode)
@@ -94,10 +115,48 @@ def make(config, example_shape):
     out = net.apply(params, z, method=VAE.decode)
     return -log_lik(flat, out), energies.gaussian_kl(mu, logvar)
 
-  def loss(params, batch, keys):
-    c, kl = free_energy(params, batch["y"], keys)
-    value = jnp.mean(c + beta * kl)
+  def kl_per_dim(mu, logvar):
+    """½ (v − log v − 1 + μ²) per example and latent dimension, (B, d)."""
+    return 0.5 * (jnp.exp(logvar) - logvar - 1.0 + jnp.square(mu))
+
+  def elbo_loss(params, y, keys):
+    """mean_b [C + β Σ_j max(λ, KL_j)]: the ELBO, with free bits λ = ``model.free_bits``
+    (Kingma et al. 2016) as a floor on each example's KL per latent dimension (per example,
+    so that the loss does not depend on how the batch is split across devices); λ = 0 is
+    the plain ELBO."""
+    flat = y.reshape(y.shape[0], -1)
+    mu, logvar = net.apply(params, y, method=VAE.encode)
+    z = mu + jnp.exp(0.5 * logvar) * keys_lib.normal(keys, mu.shape[1:], mu.dtype)
+    c = -log_lik(flat, net.apply(params, z, method=VAE.decode))
+    per_dim = kl_per_dim(mu, logvar)
+    kl = jnp.sum(per_dim, -1)
+    penalty = jnp.sum(jnp.maximum(per_dim, free_bits), -1) if free_bits else kl
+    value = jnp.mean(c + beta * penalty)
     return value, {"loss": value, "C": jnp.mean(c), "KL": jnp.mean(kl)}
+
+  def iwae_log_weights(params, y, keys, num_samples):
+    """log w_k = log p(y | z_k) + log p(z_k) − log q(z_k | y), z_k = μ + σ ε_k: (k, B)."""
+    flat = y.reshape(y.shape[0], -1)
+    mu, logvar = net.apply(params, y, method=VAE.encode)
+    eps = jnp.moveaxis(keys_lib.normal(keys, (num_samples, mu.shape[-1]), mu.dtype), 1, 0)
+    z = mu + jnp.exp(0.5 * logvar) * eps  # (k, B, d)
+    out = net.apply(params, z.reshape(-1, z.shape[-1]), method=VAE.decode)
+    log_p_y = jax.vmap(lambda o: log_lik(flat, o))(out.reshape(num_samples, *flat.shape))
+    log_prior = -0.5 * jnp.sum(z**2 + math.log(2 * math.pi), -1)
+    log_q = -0.5 * jnp.sum(eps**2 + logvar + math.log(2 * math.pi), -1)
+    return log_p_y + log_prior - log_q
+
+  def iwae_bound(params, y, keys, num_samples):
+    """L_k = log (1/k) Σ_k w_k (Burda et al. 2015) per example: L_1 is the ELBO's one-sample
+    estimate, and E[L_k] rises with k towards log p(y)."""
+    log_w = iwae_log_weights(params, y, keys, num_samples)
+    return jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
+
+  def loss(params, batch, keys):
+    if objective == "elbo":
+      return elbo_loss(params, batch["y"], keys)
+    value = -jnp.mean(iwae_bound(params, batch["y"], keys, train_samples))
+    return value, {"loss": value}
 
   def evaluate(params, batch, keys):
     k_elbo, k_iw = keys_lib.split(keys, 2)
@@ -145,7 +204,8 @@ def make(config, example_shape):
     return decode(params, encode(params, y))
 
   return Model(init, loss, evaluate, encode, decode, reconstruct,
-               extras={"posterior": posterior})
+               extras={"posterior": posterior, "iwae_bound": iwae_bound,
+                       "kl_per_dim": lambda params, y: kl_per_dim(*posterior(params, y))})
 
 
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
