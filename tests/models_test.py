@@ -283,7 +283,7 @@ def test_free_bits_remove_the_kl_gradient_of_dimensions_below_the_floor():
   for name, overrides in (("elbo", {}), ("free_bits", {"free_bits": floor}),
                           ("no_kl", {"beta": 0.0})):
     model, params, y, _, _ = _linear_gaussian_vae(offset, **overrides)
-    grads[name] = np.asarray(jax.grad(lambda p, m=model: m.loss(p, {"y": y}, keys)[0])(
+    grads[name] = np.asarray(jax.grad(lambda p, m=model, y=y: m.loss(p, {"y": y}, keys)[0])(
         params)["params"]["encoder"]["dense_0"]["bias"])
   # ∂/∂θ mean_b Σ_j max(λ, KL_bj) is the KL gradient of the (b, j) with KL_bj > λ only: none of
   # dimension 1 (its biases get the reconstruction gradient alone), all of dimension 0.
