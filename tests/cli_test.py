@@ -160,8 +160,8 @@ def _npz_cases(directory):
 
 
 @pytest.mark.parametrize("name,extra,expected", [
-    ("nan", [], "the train split holds 1 NaN or infinite values"),
-    ("inf", [], "the test split holds 1 NaN or infinite values"),
+    ("nan", [], "the train split holds 1 NaN or infinite 'y' values"),
+    ("inf", [], "the test split holds 1 NaN or infinite 'y' values"),
     ("shape", [], "train examples have shape (16,) but test examples (15,)"),
     ("wide", ["--config.data.range=raw"],
      "a Bernoulli likelihood needs targets in [0, 1] but y spans [-2.99"),

@@ -25,7 +25,8 @@ import numpy as np  # noqa: E402
 from energy_ae import data as data_lib, models, train  # noqa: E402
 from energy_ae.metrics_io import read_metrics  # noqa: E402
 
-# mathtext everywhere: z̃ and ž as combining accents are indistinguishable at small sizes.
+# mathtext everywhere: z̃ and ž as combining accents are indistinguishable at small sizes;
+# write $\tilde z$ and $ž$ (the precomposed ž: mathtext's \check sets its caron before the z).
 plt.rcParams.update({"mathtext.fontset": "dejavusans", "legend.framealpha": 0.9})
 
 FIGURES: dict[str, Callable] = {}

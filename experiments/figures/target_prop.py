@@ -27,15 +27,15 @@ def target_prop_energies(runs, summary):
   gap = np.array([r["amortisation_gap"] for r in records])
   fig, (ax, ax_gap) = subplots(1, 2, (12, 4))
   ax.plot(steps, enc, "o-", ms=3, label=r"$E(y, \tilde z)$: the encoder's guess")
-  ax.plot(steps, inf, "s-", ms=3, label=r"$E(y, \check z)$: after inference")
+  ax.plot(steps, inf, "s-", ms=3, label=r"$E(y, ž)$: after inference")
   ax.set(xlabel="training step", ylabel="mean test energy $E = C + R$", yscale="log",
          title="Target propagation: energies of the two codes")
   ax.legend()
   ax_gap.plot(steps, gap, "o-", ms=3, c="C2")
   ax_gap.axhline(0, c="k", lw=0.6)
   ax_gap.set(xlabel="training step",
-             ylabel=r"amortisation gap $E(y, \tilde z) - E(y, \check z)$",
-             title="The gap closes as the encoder learns to predict $\\check z$")
+             ylabel=r"amortisation gap $E(y, \tilde z) - E(y, ž)$",
+             title="The gap closes as the encoder learns to predict $ž$")
   summary.update(num_points=len(steps), gap_first=float(gap[0]), gap_last=float(gap[-1]),
                  gap_max=float(gap.max()), energy_inferred_last=float(inf[-1]),
                  energy_encoder_last=float(enc[-1]),
@@ -51,8 +51,8 @@ def target_prop_reconstructions(runs, summary):
   decode = lambda z: np.asarray(run.model.decode(run.params, z))
   rows = [np.asarray(y), decode(z_tilde), decode(z_check)]
   fig, ax = subplots(1, 1, (8, 3.4))
-  show_rows(ax, rows, ["$y$", r"Dec($\tilde z$)", r"Dec($\check z$)"],
-            r"Target propagation: reconstructions from $\tilde z$ and from $\check z$")
+  show_rows(ax, rows, ["$y$", r"Dec($\tilde z$)", r"Dec($ž$)"],
+            r"Target propagation: reconstructions from $\tilde z$ and from $ž$")
   flat = rows[0].reshape(len(y), -1)
   summary.update(
       reconstruction_error_encoder=float(np.mean(np.sum((rows[1] - flat) ** 2, -1))),
