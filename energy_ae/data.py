@@ -365,17 +365,6 @@ def prepare_batch(batch: Mapping[str, jax.Array], key: jax.Array, *, binarize: s
   return batch
 
 
-def check_likelihood_range(dataset: Dataset, likelihood: str) -> None:
-  """Bernoulli targets must lie in [0, 1]; say so before training on anything else."""
-  if likelihood == "bernoulli":
-    low = min(float(s["y"].min()) for s in (dataset.train, dataset.test))
-    high = max(float(s["y"].max()) for s in (dataset.train, dataset.test))
-    if low < 0.0 or high > 1.0:
-      raise DataError(
-          f"dataset {dataset.name!r}: a Bernoulli likelihood needs targets in [0, 1] but y spans "
-          f"[{low:g}, {high:g}]; set data.range='unit'")
-
-
 def epoch_permutation(key: jax.Array, epoch: int | jax.Array, num_examples: int) -> jax.Array:
   """Shuffled example order of an epoch: a pure function of (key, epoch)."""
   return jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)

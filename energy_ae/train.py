@@ -26,7 +26,8 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from energy_ae import checkpoints, data as data_lib, keys as keys_lib, metrics as metrics_lib, models
+from energy_ae import checkpoints, config_checks, data as data_lib, keys as keys_lib, models
+from energy_ae import metrics as metrics_lib
 from energy_ae.metrics_io import MetricWriter
 
 AXIS = "data"
@@ -55,39 +56,20 @@ class Interrupted(Exception):
 
 
 def validate_config(config) -> None:
-  """Rejects out-of-range values before any work, naming the field and the value."""
-  t, m = config.train, config.model
+  """Rejects out-of-range values before any work, naming the field and the value: the keys
+  every config shares (``config_checks``), the trainer's names, then the model's own keys
+  (its ``validate``; the trainer knows no model's keys)."""
+  config_checks.check_config(config)
+  t = config.train
 
   def bad(field, value, why):
     raise ValueError(f"config.{field} = {value!r}: {why}")
 
-  if not isinstance(t.batch_size, int) or t.batch_size <= 0:
-    bad("train.batch_size", t.batch_size, "must be a positive integer")
-  if t.num_epochs <= 0:
-    bad("train.num_epochs", t.num_epochs, "must be > 0")
-  lr = t.learning_rate
-  if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-    bad("train.learning_rate", lr, "must be finite and > 0")
   if t.optimizer not in OPTIMIZERS:
     bad("train.optimizer", t.optimizer, f"unknown optimiser; valid names: {', '.join(sorted(OPTIMIZERS))}")
-  if m.get("latent_dim", 1) <= 0:
-    bad("model.latent_dim", m.latent_dim, "must be > 0")
-  beta = m.get("beta", 1.0)
-  if not beta >= 0:
-    bad("model.beta", beta, "must be >= 0 (inf for the zero-temperature limit)")
-  for field in ("iw_samples", "iw_chunk"):
-    if field in m and (not isinstance(m[field], int) or m[field] <= 0):
-      bad(f"model.{field}", m[field], "must be a positive integer (k of the importance sampler)")
   if t.get("lr_schedule", "constant") not in LR_SCHEDULES:
     bad("train.lr_schedule", t.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
-  if t.get("on_nonfinite", "stop") not in ON_NONFINITE:
-    bad("train.on_nonfinite", t.on_nonfinite, f"must be one of {', '.join(ON_NONFINITE)}")
-  if t.get("max_consecutive_nonfinite", 1) <= 0:
-    bad("train.max_consecutive_nonfinite", t.max_consecutive_nonfinite, "must be > 0")
-  for field in ("eval_every", "checkpoint_every", "log_every"):
-    if t.get(field, 1) <= 0:
-      bad(f"train.{field}", t[field], "must be > 0")
-  module = models.get_model_module(m.name)  # unknown model: listed names
+  module = models.get_model_module(config.model.name)  # unknown model: listed names
   if hasattr(module, "validate"):  # the model's own keys, before any data is loaded
     module.validate(config)
 
@@ -363,7 +345,7 @@ def restore_run(config, workdir: str) -> tuple[models.Model, dict, dict, data_li
   """(model, initial state, latest state, dataset) of a run in ``workdir``, on the host's
   default device; the initial state is the one the run started from (same seed)."""
   dataset = data_lib.load(config.data)
-  model = models.make(config, dataset.train["y"].shape[1:])
+  model = models.make(config, dataset.train["y"].shape[1:], dataset.value_range)
   # The same optimiser as the run's (a schedule's step count is part of its state).
   tx = make_optimizer(config.train, _total_steps(config.train, dataset))
   example = {k: jnp.asarray(v[:1]) for k, v in data_lib.model_inputs(dataset.train).items()}
@@ -419,10 +401,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   tc = config.train
   is_main = jax.process_index() == 0
   dataset = data_lib.load(config.data)
-  if config.model.get("likelihood", None):
-    data_lib.check_likelihood_range(dataset, config.model.likelihood)
   example_shape = dataset.train["y"].shape[1:]
-  model = models.make(config, example_shape)
+  model = models.make(config, example_shape, dataset.value_range)
   mesh = make_mesh()
   num_train = dataset.train["y"].shape[0]
   if tc.batch_size > num_train:

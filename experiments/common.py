@@ -31,6 +31,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.train.num_epochs = 20
   config.train.optimizer = "adam"
   config.train.learning_rate = 1e-3
+  config.train.lr_schedule = "constant"  # or 'cosine': η·(0.01 + 0.99·(1 + cos πt/T)/2)
   config.train.grad_clip_norm = 0.0
   config.train.log_every = 10
   config.train.eval_every = 100

@@ -85,10 +85,15 @@ def test_errors_name_the_dataset():
     data.load(cfg(name="broken_for_test"))
 
 
-def test_bernoulli_targets_outside_unit_interval_are_rejected():
-  ds = data.load(cfg(name="digits", range="symmetric"))
-  with pytest.raises(data.DataError, match=r"Bernoulli.*\[-1, 1\]"):
-    data.check_likelihood_range(ds, "bernoulli")
+def test_bernoulli_targets_outside_unit_interval_are_rejected_by_the_model():
+  from energy_ae import models
+  from experiments import vae
+
+  config = vae.get_config("quick")
+  ds = data.load(cfg(name="digits", range="symmetric", flatten=True))
+  with pytest.raises(ValueError, match=r"'bernoulli' needs targets in \[0, 1\] but data "
+                                       r"'mnist5k' spans \[-1, 1\]; set data.range='unit'"):
+    models.make(config, ds.train["y"].shape[1:], ds.value_range)
 
 
 # --- TensorFlow Datasets, offline -------------------------------------------------

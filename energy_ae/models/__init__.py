@@ -18,6 +18,9 @@ returns a ``Model`` of three pure functions:
 * ``extras``: further public functions of one model, by name (a VAE's ``posterior``
   (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools.
 
+``make`` may take a keyword ``value_range`` (the data's (low, high) after pre-processing) and
+the module may define ``validate(config)``, called before any data is loaded.
+
 The registry is by convention: ``config.model.name = "vae"`` imports
 ``energy_ae.models.vae``; a dotted name (``mypkg.my_model``) imports that module, so
 a new model is one new file and a config — no change to the trainer or the runner.
@@ -26,6 +29,7 @@ a new model is one new file and a config — no change to the trainer or the run
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -65,6 +69,15 @@ def get_model_module(name: str):
   return module
 
 
-def make(config, example_shape) -> Model:
-  """Builds the model named by ``config.model.name`` for examples of ``example_shape``."""
-  return get_model_module(config.model.name).make(config, tuple(example_shape))
+def make(config, example_shape, value_range: tuple[float, float] | None = None) -> Model:
+  """Builds the model named by ``config.model.name`` for examples of ``example_shape``.
+
+  ``value_range``: the (low, high) the data's values live in after pre-processing, passed to
+  a model whose ``make`` takes a ``value_range`` keyword (PSNR, a corruption's black and
+  white, a likelihood's support); the model, not the trainer, decides what fits it.
+  """
+  module = get_model_module(config.model.name)
+  kwargs = {}
+  if value_range is not None and "value_range" in inspect.signature(module.make).parameters:
+    kwargs["value_range"] = tuple(float(v) for v in value_range)
+  return module.make(config, tuple(example_shape), **kwargs)

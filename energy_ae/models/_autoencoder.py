@@ -13,9 +13,6 @@ import jax
 from energy_ae import energies, metrics
 from energy_ae.models import modules
 
-_RANGES = {"unit": (0.0, 1.0), "symmetric": (-1.0, 1.0)}
-
-
 class AutoEncoder(nn.Module):
   latent_dim: int
   example_shape: tuple[int, ...]
@@ -71,16 +68,14 @@ def jacobian_fro(net: AutoEncoder, params, y: jax.Array) -> jax.Array:
   return metrics.jacobian_frobenius(encoder_fn(net, params), y)
 
 
-def value_range(config) -> tuple[float, float] | None:
-  return _RANGES.get(config.data.get("range", "raw"))
-
-
-def make_autoencoder_model(config, example_shape, energy: energies.Energy, corrupt=None):
-  """Model functions for an AE whose input is ``corrupt(keys, y)`` (identity if None)."""
+def make_autoencoder_model(config, example_shape, energy: energies.Energy, corrupt=None, *,
+                           value_range: tuple[float, float] | None = None):
+  """Model functions for an AE whose input is ``corrupt(keys, y)`` (identity if None);
+  ``value_range`` (the data's) enables the PSNR metrics."""
   from energy_ae.models import Model
 
   net = build(config, example_shape)
-  vrange = value_range(config)
+  vrange = value_range
 
   def init(key, batch):
     return net.init(key, batch["y"][:1])

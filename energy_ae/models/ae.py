@@ -14,7 +14,7 @@ def validate(config) -> None:
       _autoencoder.QUANTITIES, model=config.model.name)
 
 
-def make(config, example_shape):
+def make(config, example_shape, value_range=None):
   model = _autoencoder.make_autoencoder_model(
-      config, example_shape, energies.make_energy(config.model.energy))
+      config, example_shape, energies.make_energy(config.model.energy), value_range=value_range)
   return model

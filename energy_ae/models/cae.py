@@ -28,11 +28,11 @@ def validate(config) -> None:
   energies.make_energy(mc.energy)  # unknown term names, before any data
 
 
-def make(config, example_shape):
+def make(config, example_shape, value_range=None):
   validate(config)
   mc = config.model
   terms = dict(mc.energy)
   terms["R"] = (mc.get("contractive_penalty", "contractive"), mc.contractive_weight)
   model = _autoencoder.make_autoencoder_model(
-      config, example_shape, energies.make_energy(terms))
+      config, example_shape, energies.make_energy(terms), value_range=value_range)
   return model

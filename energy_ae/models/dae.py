@@ -18,9 +18,10 @@ def validate(config) -> None:
       _autoencoder.QUANTITIES, model=config.model.name)
 
 
-def make(config, example_shape):
+def make(config, example_shape, value_range=None):
   mc = config.model
-  corrupt = corruptions.from_config(mc, _autoencoder.value_range(config))
+  corrupt = corruptions.from_config(mc, value_range)
   model = _autoencoder.make_autoencoder_model(
-      config, example_shape, energies.make_energy(mc.energy), corrupt=corrupt)
+      config, example_shape, energies.make_energy(mc.energy), corrupt=corrupt,
+      value_range=value_range)
   return model

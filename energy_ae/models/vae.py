@@ -94,9 +94,15 @@ def validate(config) -> None:
                      "dimension)")
 
 
-def make(config, example_shape):
+def make(config, example_shape, value_range=None):
+  """The VAE for examples of ``example_shape`` whose values live in ``value_range``."""
   validate(config)
   mc = config.model
+  if mc.likelihood == "bernoulli" and value_range is not None and not (
+      value_range[0] >= 0.0 and value_range[1] <= 1.0):
+    raise ValueError(
+        f"model.likelihood = 'bernoulli' needs targets in [0, 1] but data {config.data.name!r} "
+        f"spans [{value_range[0]:g}, {value_range[1]:g}]; set data.range='unit'")
   net = build(config, example_shape)
   log_lik = _log_likelihood(mc.likelihood, mc.get("decoder_std", 1.0))
   beta = float(mc.beta)
