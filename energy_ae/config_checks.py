@@ -66,6 +66,8 @@ RULES = (
     Rule("train.eval_at_start", _bool, "be True or False"),
     Rule("train.linear_probe", _bool, "be True or False"),
     Rule("train.linear_probe_max_iter", _int(1), "be a positive integer"),
+    Rule("train.linear_probe_l2", _number(0), "be finite and >= 0"),
+    Rule("train.lr_schedule", _choice("constant", "cosine"), "be one of constant, cosine"),
     Rule("train.linear_probe_examples", _int(0), "be an integer >= 0 (0: all)"),
     Rule("train.progress", _bool, "be True or False"),
     Rule("train.on_nonfinite", _choice("stop", "skip"), "be one of stop, skip"),

@@ -10,13 +10,14 @@ of the global batch from the data set resident on it, computes its gradients, an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -26,8 +27,8 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from energy_ae import checkpoints, config_checks, data as data_lib, keys as keys_lib, models
-from energy_ae import metrics as metrics_lib
+from energy_ae import checkpoints, config_checks, data as data_lib, evaluation, keys as keys_lib
+from energy_ae import models
 from energy_ae.metrics_io import MetricWriter
 
 AXIS = "data"
@@ -284,58 +285,6 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   return jax.jit(sharded, donate_argnums=0)
 
 
-def make_eval_step(model: models.Model, *, eval_batch: int):
-  """``eval(params, data, offset, key) -> (sums, count)`` over one (padded) test batch."""
-
-  def eval_step(params, data, offset, key):
-    n = jax.tree.leaves(data)[0].shape[0]
-    positions = offset + jnp.arange(eval_batch)
-    valid = positions < n
-    index = jnp.minimum(positions, n - 1)
-    batch = jax.tree.map(lambda x: x[index], data)
-    metrics = model.evaluate(params, batch, keys_lib.per_example_keys(key, positions))
-    weights = valid.astype(jnp.float32)
-    sums = {k: jnp.sum(jnp.broadcast_to(v, (eval_batch,)) * weights) for k, v in metrics.items()}
-    return sums, jnp.sum(weights)
-
-  return jax.jit(eval_step)
-
-
-def evaluate(eval_step, params, test_data, key, *, eval_batch: int) -> dict[str, float]:
-  n = jax.tree.leaves(test_data)[0].shape[0]
-  totals, count = None, 0.0
-  for offset in range(0, n, eval_batch):
-    sums, c = eval_step(params, test_data, offset, key)
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    count += c
-  return {k: float(v) / float(count) for k, v in totals.items()}
-
-
-def encode_all(encode_step, params, y, *, batch_size: int) -> np.ndarray:
-  """The latent codes of every example of ``y`` (on the device), as one host array."""
-  codes = [encode_step(params, y[i:i + batch_size]) for i in range(0, y.shape[0], batch_size)]
-  return np.concatenate([np.asarray(c.addressable_shards[0].data) for c in codes])
-
-
-def linear_probe(encode_step, params, train_y, test_y, dataset: data_lib.Dataset, *,
-                 batch_size: int, max_iter: int, max_train: int = 0) -> dict[str, float]:
-  """{'probe_accuracy': ...} of a logistic regression on the codes, or {} without labels.
-
-  Fitted on the first ``max_train`` training examples (0: all; the split is shuffled).
-  """
-  labels = dataset.train["label"]
-  if max_train:
-    labels, train_y = labels[:max_train], train_y[:max_train]
-  if len(np.unique(labels)) < 2:
-    return {}
-  train_codes = encode_all(encode_step, params, train_y, batch_size=batch_size)
-  test_codes = encode_all(encode_step, params, test_y, batch_size=batch_size)
-  accuracy = metrics_lib.linear_probe_accuracy(
-      train_codes.reshape(len(train_codes), -1), labels,
-      test_codes.reshape(len(test_codes), -1), dataset.test["label"], max_iter=max_iter)
-  return {"probe_accuracy": accuracy}
-
-
 def _total_steps(train_config, dataset: data_lib.Dataset) -> int:
   steps_per_epoch = data_lib.num_batches(dataset.train["y"].shape[0], train_config.batch_size)
   return int(train_config.num_epochs * steps_per_epoch)
@@ -391,16 +340,69 @@ def _nonfinite_names(metrics: Mapping[str, Any]) -> list[str]:
   return [k for k, v in metrics.items() if k != "finite" and not np.all(np.isfinite(v))]
 
 
+class NonFiniteGuard:
+  """Decides what a step reported as non-finite does: stop the run (``on_nonfinite =
+  'stop'``) or skip it, counting, until ``max_consecutive`` skipped steps come in a row."""
+
+  def __init__(self, *, skip: bool, max_consecutive: int, total: int, intact: Callable[[], str]):
+    self.skip, self.max_consecutive, self.intact = skip, max_consecutive, intact
+    self.total, self.consecutive = total, 0
+
+  def __call__(self, step_metrics, step: int) -> dict:
+    """The step's metrics on the host; raises TrainingError if the run must stop."""
+    host = jax.device_get(step_metrics)
+    if host["finite"]:
+      self.consecutive = 0
+      return host
+    self.total += 1
+    self.consecutive += 1
+    names = _nonfinite_names(host) or ["the updated parameters or optimiser state (an overflow "
+                                       "in the update)"]
+    what = (f"non-finite values at step {step}: {', '.join(names)} "
+            f"({', '.join(f'{k}={host[k]}' for k in names if k in host)})")
+    if self.skip and self.consecutive < self.max_consecutive:
+      logging.warning("%s; step skipped (%d skipped in all)", what, self.total)
+      return host
+    if self.skip:
+      what += (f", {self.max_consecutive} skipped steps in a row "
+               f"(train.max_consecutive_nonfinite = {self.max_consecutive})")
+    raise TrainingError(f"{what}; the state was not updated; {self.intact()}")
+
+
+class PhaseTimer:
+  """Wall time per phase of a run (data, compile, train, evaluation, probe, checkpoint)."""
+
+  def __init__(self):
+    self.seconds: dict[str, float] = {}
+
+  @contextlib.contextmanager
+  def __call__(self, phase: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.add(phase, time.perf_counter() - start)
+
+  def add(self, phase: str, seconds: float) -> None:
+    self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+  def summary(self) -> str:
+    return ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
+
+
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains ``config.model.name`` on ``config.data.name``; returns the last test metrics.
 
-  Writes ``workdir/metrics.jsonl``, TensorBoard events, ``config.json`` and Orbax
-  checkpoints; a workdir that holds a checkpoint resumes from it.
+  Writes ``workdir/metrics.jsonl`` (with a ``timing`` record of the wall time per phase at
+  the end), TensorBoard events, ``config.json`` and Orbax checkpoints; a workdir that holds
+  a checkpoint resumes from it.
   """
   validate_config(config)
   tc = config.train
   is_main = jax.process_index() == 0
-  dataset = data_lib.load(config.data)
+  phases = PhaseTimer()
+  with phases("data"):
+    dataset = data_lib.load(config.data)
   example_shape = dataset.train["y"].shape[1:]
   model = models.make(config, example_shape, dataset.value_range)
   mesh = make_mesh()
@@ -420,8 +422,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   check_memory(model, tx, {k: v[:1] for k, v in data_lib.model_inputs(dataset.train).items()},
                config)
   init_key, data_key, step_key, eval_key = run_keys(config.seed)
-  train_data = replicate(mesh, data_lib.model_inputs(dataset.train))
-  test_data = replicate(mesh, data_lib.model_inputs(dataset.test))
+  with phases("data"):
+    train_data = replicate(mesh, data_lib.model_inputs(dataset.train))
+    test_data = replicate(mesh, data_lib.model_inputs(dataset.test))
   replicated = NamedSharding(mesh, P())
   state = jax.jit(functools.partial(init_state, model, tx), out_shardings=replicated)(
       init_key, {k: v[:1] for k, v in train_data.items()})
@@ -429,7 +432,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"),
                                 max_to_keep=tc.get("checkpoints_to_keep", 3))
   try:
-    state = manager.restore_latest(state)
+    with phases("checkpoint"):
+      state = manager.restore_latest(state)
   except checkpoints.CheckpointError:
     manager.close()  # else orbax's background threads die noisily at exit
     raise
@@ -444,19 +448,37 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   train_step = make_train_step(model, tx, mesh, global_batch=tc.batch_size,
                                binarize=config.data.get("binarize", "none"))
   eval_batch = tc.get("eval_batch_size", 500)
-  eval_step = make_eval_step(model, eval_batch=eval_batch)
+  eval_step = evaluation.make_eval_step(model, eval_batch=eval_batch)
   permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2, out_shardings=replicated)
 
-  probe = model.encode is not None and tc.get("linear_probe", True)
-  encode_step = jax.jit(model.encode) if probe else None
+  # The linear probe (models with an encoder, data with labels): the ridge classifier on the
+  # device at every evaluation, scikit-learn's logistic regression once at the end.
+  labels = dataset.train["label"]
+  probe = (model.encode is not None and tc.get("linear_probe", True)
+           and len(np.unique(labels)) > 1)
+  if probe:
+    max_train = tc.get("linear_probe_examples", 0) or num_train
+    num_classes = int(max(labels.max(), dataset.test["label"].max())) + 1
+    probe_data = replicate(mesh, {
+        "train_y": dataset.train["y"][:max_train], "train_labels": labels[:max_train],
+        "test_y": dataset.test["y"], "test_labels": dataset.test["label"]})
+    ridge_probe = evaluation.make_ridge_probe(model, num_classes=num_classes,
+                                              l2=tc.get("linear_probe_l2", 1e-3))
 
-  def run_eval(step):
-    metrics = evaluate(eval_step, state["params"], test_data, eval_key, eval_batch=eval_batch)
+  def run_eval(step, *, final=False):
+    with phases("evaluation"):
+      metrics = evaluation.evaluate(eval_step, state["params"], test_data, eval_key,
+                                    eval_batch=eval_batch)
     if probe:
-      metrics.update(linear_probe(encode_step, state["params"], train_data["y"], test_data["y"],
-                                  dataset, batch_size=eval_batch,
-                                  max_iter=tc.get("linear_probe_max_iter", 1000),
-                                  max_train=tc.get("linear_probe_examples", 0)))
+      with phases("probe"):
+        metrics["probe_accuracy"] = float(ridge_probe(
+            state["params"], probe_data["train_y"], probe_data["train_labels"],
+            probe_data["test_y"], probe_data["test_labels"]))
+        if final:
+          metrics["probe_accuracy_logistic"] = evaluation.logistic_probe(
+              model, state["params"], probe_data["train_y"], labels[:max_train],
+              probe_data["test_y"], dataset.test["label"],
+              max_iter=tc.get("linear_probe_max_iter", 1000))
     writer.write(step, "test", metrics)
     return metrics
 
@@ -464,78 +486,87 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   perm, perm_epoch = None, -1
   pending = None  # the previous step's metrics, checked one step behind to keep dispatch async
   progress = _progress(total_steps, start_step, enabled=is_main and tc.get("progress", True))
-  t_last, step_last = time.perf_counter(), start_step
+  # samples_per_s counts training steps only: the clock stops (after the dispatched steps
+  # finish) for evaluations and checkpoints.
+  throughput = {"steps": 0, "seconds": 0.0, "mark": time.perf_counter()}
 
-  skip_nonfinite = tc.get("on_nonfinite", "stop") == "skip"
-  max_consecutive = tc.get("max_consecutive_nonfinite", 10)
+  def pause_clock():
+    jax.block_until_ready(state)
+    now = time.perf_counter()
+    throughput["seconds"] += now - throughput["mark"]
+    phases.add("train", now - throughput["mark"])
+
+  def restart_clock():
+    throughput["mark"] = time.perf_counter()
+
   previous_train = writer.last.get("train") or {}
-  nonfinite = {"total": int(previous_train.get("nonfinite_steps", 0)), "consecutive": 0}
-
-  def check(step_metrics, step):
-    """The step's metrics on the host; stops (or, if configured, skips) a non-finite step."""
-    host = jax.device_get(step_metrics)
-    if host["finite"]:
-      nonfinite["consecutive"] = 0
-      return host
-    nonfinite["total"] += 1
-    nonfinite["consecutive"] += 1
-    names = _nonfinite_names(host) or ["the updated parameters or optimiser state (an overflow "
-                                       "in the update)"]
-    what = (f"non-finite values at step {step}: {', '.join(names)} "
-            f"({', '.join(f'{k}={host[k]}' for k in names if k in host)})")
-    if skip_nonfinite and nonfinite["consecutive"] < max_consecutive:
-      logging.warning("%s; step skipped (%d skipped in all)", what, nonfinite["total"])
-      return host
-    if skip_nonfinite:
-      what += (f", {max_consecutive} skipped steps in a row "
-               f"(train.max_consecutive_nonfinite = {max_consecutive})")
-    raise TrainingError(f"{what}; the state was not updated; {intact()}")
 
   def intact() -> str:
     saved = manager.latest_step()
     last = "no checkpoint was saved yet" if saved is None else f"the last checkpoint (step {saved})"
     return f"{last} and metrics.jsonl are intact"
 
+  guard = NonFiniteGuard(skip=tc.get("on_nonfinite", "stop") == "skip",
+                         max_consecutive=tc.get("max_consecutive_nonfinite", 10),
+                         total=int(previous_train.get("nonfinite_steps", 0)), intact=intact)
+
   def save(step):
-    manager.save(step, state)  # finite: a step that is not is never applied
+    with phases("checkpoint"):
+      manager.save(step, state)  # finite: a step that is not is never applied
 
   with _StopRequest() as stop:
     try:
       step = start_step
       if step == 0 and tc.get("eval_at_start", True):  # the untrained model: where curves start
-        run_eval(0)
+        run_eval(0, final=total_steps == 0)
+      first = True
+      restart_clock()
       while step < total_steps:
         epoch, index = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:
           perm, perm_epoch = permutation(data_key, epoch, num_train), epoch
         state, metrics = train_step(state, train_data, perm, index * tc.batch_size, step_key)
+        if first:  # compilation and the first step: a phase of its own
+          jax.block_until_ready(state)
+          phases.add("compile", time.perf_counter() - throughput["mark"])
+          first = False
+          restart_clock()
+        else:
+          throughput["steps"] += 1
         if pending is not None:
-          check(*pending)
+          guard(*pending)
         step += 1
         pending = (metrics, step)
         if step % tc.log_every == 0 or step == total_steps:
-          host = check(*pending)
+          host = guard(*pending)
           pending = None
-          now = time.perf_counter()
-          host["samples_per_s"] = (step - step_last) * tc.batch_size / max(now - t_last, 1e-9)
-          t_last, step_last = now, step
+          pause_clock()
+          if throughput["steps"]:
+            host["samples_per_s"] = throughput["steps"] * tc.batch_size / max(
+                throughput["seconds"], 1e-9)
+          throughput.update(steps=0, seconds=0.0)
           host.pop("finite")
-          if skip_nonfinite:
-            host["nonfinite_steps"] = nonfinite["total"]
+          if guard.skip:
+            host["nonfinite_steps"] = guard.total
           writer.write(step, "train", host)
-          progress.set_postfix(loss=f"{host['loss']:.4g}", samples_s=f"{host['samples_per_s']:.0f}")
+          if "samples_per_s" in host:
+            progress.set_postfix(loss=f"{host['loss']:.4g}",
+                                 samples_s=f"{host['samples_per_s']:.0f}")
+          restart_clock()
         progress.update(1)
-        if step % tc.eval_every == 0 or step == total_steps:
-          last_eval = run_eval(step)
-        if step % tc.checkpoint_every == 0 or step == total_steps:
+        evaluate_now = step % tc.eval_every == 0 or step == total_steps
+        save_now = step % tc.checkpoint_every == 0 or step == total_steps
+        if evaluate_now or save_now or stop.signal is not None:
+          pause_clock()
           if pending is not None:
-            check(*pending)
+            guard(*pending)
             pending = None
-          save(step)
+          if evaluate_now:
+            last_eval = run_eval(step, final=step == total_steps)
+          if save_now or stop.signal is not None:
+            save(step)
+          restart_clock()
         if stop.signal is not None:
-          if pending is not None:
-            check(*pending)
-          save(step)
           logging.warning("Stopped by signal %d at step %d; checkpoint saved in %s",
                           stop.signal, step, workdir)
           # No final evaluation: an interrupted run must not look like a finished one.
@@ -543,7 +574,10 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
       if not last_eval:  # resumed at the end: the final evaluation is already written
         previous = writer.last.get("test")
         last_eval = ({k: v for k, v in previous.items() if k not in ("step", "split")}
-                     if previous and previous["step"] == step else run_eval(step))
+                     if previous and previous["step"] == step else run_eval(step, final=True))
+      if step > start_step:  # a run that trained (not a rerun of a finished one)
+        writer.write(step, "timing", {f"{k}_s": v for k, v in phases.seconds.items()})
+      logging.info("Time: %s", phases.summary())
     finally:
       progress.close()
       manager.close()

@@ -37,9 +37,12 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.train.eval_every = 100
   config.train.eval_at_start = True  # a test record at step 0, before any update
   config.train.eval_batch_size = 500
-  # At each evaluation: test accuracy of a logistic regression on the training codes
-  # (models with an encoder, data sets with labels).
+  # At each evaluation (models with an encoder, data sets with labels): the test accuracy
+  # of a ridge classifier fitted in closed form on the device to the training codes
+  # (probe_accuracy); at the final one also of scikit-learn's logistic regression
+  # (probe_accuracy_logistic, at most linear_probe_max_iter iterations).
   config.train.linear_probe = True
+  config.train.linear_probe_l2 = 1e-3  # λ of the ridge classifier, per training example
   config.train.linear_probe_max_iter = 1000
   config.train.linear_probe_examples = 0  # training codes the probe is fitted on (0: all)
   config.train.checkpoint_every = 200

@@ -25,7 +25,12 @@ def run_cli(config, workdir, *overrides, check=True, devices=1):
 def test_quick_config_runs_writes_everything_and_resumes(name, tmp_path):
   run_cli(f"experiments/{name}.py:quick", tmp_path)
   records = read_metrics(str(tmp_path / "metrics.jsonl"))
-  assert {r["split"] for r in records} == {"train", "test"}
+  assert {r["split"] for r in records} == {"train", "test", "timing"}
+  timing = [r for r in records if r["split"] == "timing"]
+  # One record of the wall time per phase at the end; the train phase excludes evaluations.
+  assert len(timing) == 1 and {"data_s", "compile_s", "train_s", "evaluation_s",
+                               "checkpoint_s"} <= set(timing[0])
+  records = [r for r in records if r["split"] != "timing"]
   assert all("loss" in r or "free_energy" in r or "energy_inferred" in r for r in records)
   last_step = records[-1]["step"]
   steps = sorted(os.listdir(tmp_path / "checkpoints"))

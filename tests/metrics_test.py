@@ -63,3 +63,29 @@ def test_every_evaluation_of_an_encoder_writes_the_probe_accuracy(tmp_path):
   assert all(0.1 < r["probe_accuracy"] <= 1.0 for r in tests)
   assert final["probe_accuracy"] > 0.5  # 30-d codes of real digits after two epochs (chance 0.1)
   assert math.isfinite(final["jacobian_fro"])
+
+
+def test_ridge_probe_matches_the_least_squares_classifier_and_reads_informative_codes():
+  from energy_ae import evaluation
+
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 10, 2000)
+  informative = np.eye(10)[labels] * 5 + rng.normal(size=(2000, 10))
+  noise = rng.normal(size=(2000, 10))
+  ridge = jax.jit(lambda a, la, b, lb: evaluation.ridge_classifier_accuracy(
+      a, la, b, lb, num_classes=10, l2=1e-3))
+  good = float(ridge(informative[:1500], labels[:1500], informative[1500:], labels[1500:]))
+  chance = float(ridge(noise[:1500], labels[:1500], noise[1500:], labels[1500:]))
+  # 500 test points: the accuracy's standard error is at most 0.5/√500 ≈ 0.022, so 0.05 is 2.2σ
+  # on either side of chance.
+  assert good > 0.95 and abs(chance - 0.1) < 0.05
+  # Independently: numpy's least squares on the same standardised design (λ → 0).
+  x = (informative[:1500] - informative[:1500].mean(0)) / informative[:1500].std(0)
+  x = np.concatenate([x, np.ones((1500, 1))], 1)
+  w = np.linalg.lstsq(x, np.eye(10)[labels[:1500]], rcond=None)[0]
+  xt = (informative[1500:] - informative[:1500].mean(0)) / informative[:1500].std(0)
+  expected = np.mean(np.argmax(np.concatenate([xt, np.ones((500, 1))], 1) @ w, 1) == labels[1500:])
+  exact = float(jax.jit(lambda a, la, b, lb: evaluation.ridge_classifier_accuracy(
+      a, la, b, lb, num_classes=10, l2=0.0))(informative[:1500], labels[:1500],
+                                                informative[1500:], labels[1500:]))
+  assert abs(exact - expected) <= 1 / 500  # at most one test point on a float32 tie

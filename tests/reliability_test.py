@@ -211,8 +211,8 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
   _run(config, tmp_path / "b")
 
   def records(name):
-    return [{k: v for k, v in r.items() if k != "samples_per_s"}
-            for r in read_metrics(str(tmp_path / name / "metrics.jsonl"))]
+    return [{k: v for k, v in r.items() if k != "samples_per_s"}  # wall-clock numbers differ
+            for r in read_metrics(str(tmp_path / name / "metrics.jsonl")) if r["split"] != "timing"]
 
   assert records("a") == records("b")
 
