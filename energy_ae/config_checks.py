@@ -53,6 +53,7 @@ RULES = (
     Rule("data.flatten", _bool, "be True or False"),
     Rule("data.binarize", _choice("none", "dynamic"), "be one of none, dynamic"),
     Rule("data.data_dir", _str, "be a path (or empty)"),
+    Rule("data.test_binarization_seed", _int(0), "be an integer >= 0"),
     Rule("data.max_test_examples", _int(0), "be an integer >= 0 (0: the whole test split)"),
     Rule("train.batch_size", _int(1), "be a positive integer"),
     Rule("train.num_epochs", _number(0, strict=True), "be > 0"),

@@ -20,6 +20,8 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.data.range = "unit"  # 'unit' [0, 1], 'symmetric' [-1, 1], 'raw'
   config.data.flatten = True
   config.data.binarize = "none"  # or 'dynamic': y ~ Bernoulli(y) per step
+  # With 'dynamic', the test split is binarised once, by numpy's default_rng(this seed).
+  config.data.test_binarization_seed = 0
   config.data.data_dir = ""  # for tfds:<name>
   config.data.max_test_examples = 0  # 0: the whole test split
   # npz:<path> data: the (low, high) its stored values live in; () guesses: integer data in

@@ -164,3 +164,15 @@ def test_a_bad_pixel_range_is_named(tmp_path):
   np.savez(tmp_path / "d.npz", train=np.ones((4, 2)), test=np.ones((4, 2)))
   with pytest.raises(data.DataError, match=r"data.pixel_range = \(1, 0\): must be \(low, high\)"):
     data.load(_npz_config(tmp_path / "d.npz", pixel_range=(1, 0)))
+
+
+def test_dynamic_binarisation_binarises_the_test_split_once_with_a_fixed_seed():
+  grey = data.load(cfg(name="digits", range="unit", flatten=True))
+  a = data.load(cfg(name="digits", range="unit", flatten=True, binarize="dynamic"))
+  b = data.load(cfg(name="digits", range="unit", flatten=True, binarize="dynamic"))
+  assert set(np.unique(a.test["y"])) <= {0.0, 1.0}
+  np.testing.assert_array_equal(a.test["y"], b.test["y"])  # every run scores the same digits
+  np.testing.assert_array_equal(a.train["y"], grey.train["y"])  # training binarises per step
+  # E[Bernoulli(y)] = y: the binary pixels' mean is the grey mean within its standard error.
+  n = a.test["y"].size
+  assert abs(a.test["y"].mean() - grey.test["y"].mean()) < 5 * 0.5 / np.sqrt(n)

@@ -292,3 +292,14 @@ def test_free_bits_remove_the_kl_gradient_of_dimensions_below_the_floor():
     np.testing.assert_allclose(grads["free_bits"][index], grads[target][index], rtol=1e-5,
                                atol=1e-6)
   assert not np.allclose(grads["elbo"][1], grads["no_kl"][1])  # the KL does act on dimension 1
+
+
+@pytest.mark.parametrize("binarize,name", [("none", "bce_iw"), ("dynamic", "nll_iw")])
+def test_the_importance_weighted_metric_is_called_a_likelihood_only_on_binary_data(binarize, name):
+  config = quick_config("vae")
+  config.data.binarize = binarize
+  model = models.make(config, (784,))
+  y = jnp.asarray(np.random.default_rng(0).integers(0, 2, (4, 784)), jnp.float32)
+  params = model.init(jax.random.key(0), {"y": y})
+  metrics = model.evaluate(params, {"y": y}, jax.random.split(jax.random.key(1), 4))
+  assert name in metrics and ({"nll_iw", "bce_iw"} - {name}).isdisjoint(metrics)

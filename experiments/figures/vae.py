@@ -90,7 +90,7 @@ def vae_reconstructions(runs, summary):
   summary.update(
       epochs=float(run.config.train.num_epochs),
       test_nelbo=last["nelbo"], test_C=last["C"], test_KL=last["KL"],
-      test_nll_iw=last.get("nll_iw"),
+      test_iw_bound=last.get("nll_iw", last.get("bce_iw")),
       test_nelbo_sem=float(nelbo.std() / np.sqrt(len(nelbo))),
       test_nelbo_first=curve[0], test_nelbo_min=min(curve), num_evaluations=len(curve),
       # C(y, Dec(μ)) over the whole test split, and its floor Σᵢ H(yᵢ): with grey targets the
