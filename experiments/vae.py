@@ -2,6 +2,8 @@ r"""Variational autoencoder of the practicum: 784-400-20, Bernoulli decoder, β 
 
   python -m experiments.run --config=experiments/vae.py
   python -m experiments.run --config=experiments/vae.py --config.model.beta=4.0
+  python -m experiments.run --config=experiments/vae.py --config.model.objective=iwae \
+      --config.model.train_samples=5
 
 Training budget: 230 epochs of the 4,000 embedded training digits at batch 256 (15 steps per
 epoch, 3,450 steps; the notebook's 20 epochs of 60,000 images are ~4,700 steps). The epoch
@@ -28,6 +30,11 @@ def get_config(arg: str | None = None):
   config.model.likelihood = "bernoulli"  # or 'gaussian' with model.decoder_std
   config.model.decoder_std = 1.0
   config.model.beta = 1.0
+  # 'elbo' (with free bits: a floor in nats on each example's KL per latent dimension) or
+  # 'iwae': the importance-weighted bound with train_samples samples (Burda et al. 2015).
+  config.model.objective = "elbo"
+  config.model.train_samples = 1
+  config.model.free_bits = 0.0
   config.model.iw_samples = 100  # k of the importance-weighted −log p(y) at evaluation
   config.model.iw_chunk = 100
   if arg == "quick":

@@ -255,3 +255,21 @@ def test_a_model_too_large_for_memory_fails_at_once_naming_size_and_field(tmp_pa
   _assert_one_clear_line(proc, "error: the model does not fit in memory: its parameters, "
                                "gradients and optimiser state need at least 6.28e+04 GB")
   assert _last_line(proc).endswith("set by model.latent_dim = 2000000000")
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("--config.model.objective=vimco", "error: config.model.objective = 'vimco': unknown objective; "
+                                       "valid names: elbo, iwae"),
+    ("--config.model.train_samples=0", "error: config.model.train_samples = 0: must be an integer "
+                                       ">= 1"),
+    ("--config.model.free_bits=-0.5", "error: config.model.free_bits = -0.5: must be >= 0"),
+    ("--config.data.range=symmetric", "error: model.likelihood = 'bernoulli' needs targets in "
+                                      "[0, 1] but data 'mnist5k' spans [-1, 1]"),
+])
+def test_vae_objective_keys_are_checked_through_the_cli_and_nothing_is_written(
+    tmp_path, override, expected):
+  _assert_one_clear_line(run_cli("experiments/vae.py:quick", tmp_path / "run", override,
+                                 check=False), expected)
+  assert not (tmp_path / "run" / "metrics.jsonl").exists()
+  assert not (tmp_path / "run" / "checkpoints").exists() or not os.listdir(
+      tmp_path / "run" / "checkpoints")
