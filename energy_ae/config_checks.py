@@ -60,6 +60,7 @@ RULES = (
     Rule("train.learning_rate", _number(0, strict=True), "be finite and > 0"),
     Rule("train.grad_clip_norm", _number(0), "be finite and >= 0 (0: no clipping)"),
     Rule("train.log_every", _int(1), "be a positive integer"),
+    Rule("train.steps_per_dispatch", _int(1), "be a positive integer"),
     Rule("train.eval_every", _int(1), "be a positive integer"),
     Rule("train.checkpoint_every", _int(1), "be a positive integer"),
     Rule("train.checkpoints_to_keep", _int(1), "be a positive integer"),

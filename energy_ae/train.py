@@ -218,7 +218,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str,
-                    data_parallel: bool = True):
+                    data_parallel: bool = True, steps: int = 1):
   """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
 
   ``data`` is the training split resident on every device (``{"y": ...}``, with ``"x"`` for a
@@ -230,6 +230,10 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   A step whose loss, gradients, new parameters or optimiser state are not finite leaves
   the state unchanged and reports ``finite = 0``. ``data_parallel=False`` compiles the same step
   as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
+
+  ``steps`` = k > 1 runs k consecutive optimiser steps in one compiled call (a ``lax.scan``
+  over the batches at ``offset``, ``offset + global_batch``, ... of the same ``perm``), the
+  same computation as k calls, with one dispatch: each metric comes back stacked, shape (k,).
   """
   num_devices = mesh.size
   if global_batch % num_devices:
@@ -278,9 +282,17 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.int32))
     return new_state, metrics
 
+  body = per_device
+  if steps > 1:
+    def body(state, data, perm, offset, key):
+      def one(state, i):
+        return per_device(state, data, perm, offset + i * global_batch, key)
+
+      return lax.scan(one, state, jnp.arange(steps))
+
   if not data_parallel:
-    return jax.jit(per_device, donate_argnums=0)
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), P(), P(), P()),
+    return jax.jit(body, donate_argnums=0)
+  sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(), P()),
                           out_specs=(P(), P()), check_vma=collectives)
   return jax.jit(sharded, donate_argnums=0)
 
@@ -349,8 +361,18 @@ class NonFiniteGuard:
     self.total, self.consecutive = total, 0
 
   def __call__(self, step_metrics, step: int) -> dict:
-    """The step's metrics on the host; raises TrainingError if the run must stop."""
+    """The metrics of the step(s) ending at ``step`` on the host (stacked, shape (k,), for k
+    steps of one dispatch: checked one by one); raises TrainingError if the run must stop.
+    Returns the last step's metrics."""
     host = jax.device_get(step_metrics)
+    if np.ndim(host["finite"]):
+      k = len(host["finite"])
+      for j in range(k):
+        last = self.check_one({name: v[j] for name, v in host.items()}, step - k + 1 + j)
+      return last
+    return self.check_one(host, step)
+
+  def check_one(self, host: dict, step: int) -> dict:
     if host["finite"]:
       self.consecutive = 0
       return host
@@ -447,6 +469,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   train_step = make_train_step(model, tx, mesh, global_batch=tc.batch_size,
                                binarize=config.data.get("binarize", "none"))
+  # k steps per dispatch from every multiple of k where k consecutive steps stay inside one
+  # epoch and the run (single steps elsewhere), so that logs, evaluations and checkpoints at
+  # multiples of k fall where they would with k = 1; signals are handled between dispatches.
+  k = tc.get("steps_per_dispatch", 1)
+  multi_step = (make_train_step(model, tx, mesh, global_batch=tc.batch_size,
+                                binarize=config.data.get("binarize", "none"), steps=k)
+                if k > 1 else None)
   eval_batch = tc.get("eval_batch_size", 500)
   eval_step = evaluation.make_eval_step(model, eval_batch=eval_batch)
   permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2, out_shardings=replicated)
@@ -525,19 +554,26 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
         epoch, index = divmod(step, steps_per_epoch)
         if epoch != perm_epoch:
           perm, perm_epoch = permutation(data_key, epoch, num_train), epoch
-        state, metrics = train_step(state, train_data, perm, index * tc.batch_size, step_key)
-        if first:  # compilation and the first step: a phase of its own
+        n = k if (multi_step is not None and step % k == 0 and index + k <= steps_per_epoch
+                  and step + k <= total_steps) else 1
+        state, metrics = (multi_step if n > 1 else train_step)(
+            state, train_data, perm, index * tc.batch_size, step_key)
+        if first:  # compilation and the first dispatch: a phase of its own
           jax.block_until_ready(state)
           phases.add("compile", time.perf_counter() - throughput["mark"])
           first = False
           restart_clock()
         else:
-          throughput["steps"] += 1
+          throughput["steps"] += n
         if pending is not None:
           guard(*pending)
-        step += 1
+        step += n
         pending = (metrics, step)
-        if step % tc.log_every == 0 or step == total_steps:
+
+        def crossed(every: int, step=step, n=n) -> bool:  # a multiple of every in (step − n, step]
+          return step // every > (step - n) // every or step == total_steps
+
+        if crossed(tc.log_every):
           host = guard(*pending)
           pending = None
           pause_clock()
@@ -553,9 +589,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
             progress.set_postfix(loss=f"{host['loss']:.4g}",
                                  samples_s=f"{host['samples_per_s']:.0f}")
           restart_clock()
-        progress.update(1)
-        evaluate_now = step % tc.eval_every == 0 or step == total_steps
-        save_now = step % tc.checkpoint_every == 0 or step == total_steps
+        progress.update(n)
+        evaluate_now = crossed(tc.eval_every)
+        save_now = crossed(tc.checkpoint_every)
         if evaluate_now or save_now or stop.signal is not None:
           pause_clock()
           if pending is not None:

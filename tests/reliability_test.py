@@ -243,3 +243,20 @@ def test_skip_mode_never_goes_on_from_overflowed_parameters(tmp_path, monkeypatc
   records = [r for r in read_metrics(str(tmp_path / "run" / "metrics.jsonl"))
              if r["split"] == "train"]
   assert records[-1]["nonfinite_steps"] == 15
+
+
+def test_several_steps_per_dispatch_give_the_same_run_as_one(tmp_path):
+  # Logs, evaluations and checkpoints at multiples of k = 4; epochs of 15 steps, so that some
+  # dispatches are single steps around the epoch boundaries.
+  common = ["--config.train.log_every=4", "--config.train.eval_every=12",
+            "--config.train.checkpoint_every=8"]
+  _run("experiments/vae.py:quick", tmp_path / "k1", *common)
+  _run("experiments/vae.py:quick", tmp_path / "k4", *common, "--config.train.steps_per_dispatch=4")
+
+  def records(name):
+    return [{k: v for k, v in r.items() if k != "samples_per_s"}
+            for r in read_metrics(str(tmp_path / name / "metrics.jsonl")) if r["split"] != "timing"]
+
+  assert records("k1") == records("k4")
+  assert sorted(os.listdir(tmp_path / "k1" / "checkpoints")) == sorted(
+      os.listdir(tmp_path / "k4" / "checkpoints"))
