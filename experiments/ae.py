@@ -2,6 +2,15 @@ r"""Under-complete autoencoder of the practicum: 784 → 30 (tanh) → 784 (tanh
 
   python -m experiments.run --config=experiments/ae.py
   python -m experiments.run --config=experiments/ae.py --config.model.latent_dim=500
+
+Training budget: 300 epochs of the 4,000 embedded digits at batch 256 (15 steps an epoch,
+4,500 steps), the order of the notebook's 20 epochs of 60,000 MNIST images (~4,700 steps).
+Test curve of this config (C = Σ_j (y_j − ỹ_j)² on [−1, 1] images, 1,000 test digits, run for
+400 epochs): 61.2, 47.0, 42.5, 40.5 at epochs 100, 200, 300, 400. It never overfits (the test
+loss still falls at 400 epochs, by 5 % over the last 100), so there is no early-stopping point
+to take; 300 epochs keep the notebook's step budget, and the last 100 of a 400-epoch run would
+buy 0.2 dB for a third more time. At 300 epochs the test PSNR is ≈ 19 dB (½(y + 1) units) and
+every digit of the reconstruction row is recognisable.
 """
 
 from experiments import common
@@ -19,6 +28,8 @@ def get_config(arg: str | None = None):
   config.model.latent_activation = "tanh"  # f
   config.model.output_activation = "tanh"  # g
   config.model.energy = {"C": {"term": "squared_error", "weight": 1.0}}
+  config.train.num_epochs = 300  # the notebook's ~4,700 steps (see the docstring)
+  config.train.eval_every = 750  # a test point every 50 epochs
   if arg == "quick":
     common.quick(config)
   return config

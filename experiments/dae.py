@@ -4,6 +4,13 @@ r"""Over-complete denoising autoencoder of the practicum: d = 500, dropout corru
   python -m experiments.run --config=experiments/dae.py --config.model.corruption=gaussian
   python -m experiments.run --config=experiments/dae.py --config.model.corruption=gaussian \
       --config.model.corruption_kwargs.gaussian.sigma=0.3
+
+Training budget: the AE's 300 epochs (4,500 steps, the notebook's ~4,700). Test curve of this
+config (C on [−1, 1] images against the clean y; PSNR of ỹ on [0, 1]; run for 400 epochs):
+C = 40.6, 37.7, 36.4, 35.9 and PSNR_out = 19.2, 19.5, 19.7, 19.75 dB at epochs 100, 200, 300,
+400, with PSNR_in = 9.3 dB. The test loss still falls (by 1 % over the last 100 epochs) while
+the training loss drops to 29: the gap grows but the test loss never rises, so there is no
+early-stopping point; 300 epochs keep the notebook's budget.
 """
 
 from experiments import ae
@@ -22,4 +29,8 @@ def get_config(arg: str | None = None):
       "gaussian": {"sigma": 0.5},
       "salt_and_pepper": {"p": 0.2},
   }
+  # Each test evaluation computes ‖∂h/∂y‖_F of 1,000 images with 500 VJPs each (~8 s on two
+  # CPU cores), more than 1,500 training steps cost: every 100 epochs is enough for the curve.
+  if arg != "quick":  # the quick variant keeps its frequent evaluations
+    config.train.eval_every = 1500
   return config
