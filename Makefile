@@ -33,7 +33,7 @@ test-slow: install
 # PNGs to runs/figures/figures and copies them to docs/figures for the README's gallery.
 figures: install
 	$(PY) -m experiments.figures --workdir=runs/figures
-	mkdir -p docs/figures && cp runs/figures/figures/*.png docs/figures/
+	mkdir -p docs/figures && cp runs/figures/figures/*.png runs/figures/figures/summary.json docs/figures/
 
 bench: install
 	$(PIP) install --quiet -e '.[bench]'
