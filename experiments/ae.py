@@ -27,7 +27,10 @@ def get_config(arg: str | None = None):
   config.model.activation = "relu"  # hidden layers
   config.model.latent_activation = "tanh"  # f
   config.model.output_activation = "tanh"  # g
-  config.model.energy = {"C": {"term": "squared_error", "weight": 1.0}}
+  # Every role the model can use, R disabled (term ""), so that the command line can switch
+  # it on: --config.model.energy.R.term=l1 --config.model.energy.R.weight=0.01.
+  config.model.energy = {"C": {"term": "squared_error", "weight": 1.0},
+                         "R": {"term": "", "weight": 1.0}}
   config.train.num_epochs = 300  # the notebook's ~4,700 steps (see the docstring)
   config.train.eval_every = 750  # a test point every 50 epochs
   if arg == "quick":

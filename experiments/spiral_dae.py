@@ -27,7 +27,10 @@ def get_config(arg: str | None = None):
   config.model.output_activation = "identity"
   config.model.corruption = "gaussian"
   config.model.corruption_kwargs = {"gaussian": {"sigma": 0.1}}
-  config.model.energy = {"C": {"term": "squared_error", "weight": 1.0}}
+  # Every role the model can use, R disabled (term ""), so that the command line can switch
+  # it on: --config.model.energy.R.term=l1 --config.model.energy.R.weight=0.01.
+  config.model.energy = {"C": {"term": "squared_error", "weight": 1.0},
+                         "R": {"term": "", "weight": 1.0}}
   config.train.batch_size = 200
   config.train.num_epochs = 150
   config.train.learning_rate = 2e-3

@@ -84,3 +84,11 @@ def test_list_names_what_a_config_can_use():
                    "reads (z)", "corruptions", "salt_and_pepper", "keywords: p=0.2",
                    "inner optimisers", "fista", "data sets", "mnist5k"):
     assert expected in proc.stdout, expected
+
+
+def test_a_disabled_role_is_switched_on_from_the_command_line(tmp_path):
+  proc = run_python(["-m", "experiments.run", f"--config={ROOT}/experiments/dae.py:quick",
+                     "--config.model.energy.R.term=l1", "--config.model.energy.R.weight=0.01",
+                     "--config.train.num_epochs=1", f"--workdir={tmp_path}"])
+  final = proc.stderr.split("Final test metrics: ")[1]
+  assert "'R':" in final  # the L1 term is computed and reported
