@@ -18,7 +18,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -297,6 +297,43 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   return jax.jit(sharded, donate_argnums=0)
 
 
+class StepSetup(NamedTuple):
+  """Everything a train step needs, built one way for the loop, the benchmark and the tests."""
+
+  model: models.Model
+  tx: optax.GradientTransformation
+  dataset: data_lib.Dataset
+  mesh: Mesh
+  train_data: dict  # the training split's model inputs, replicated on every device
+  state: dict  # the initial train state, replicated
+  step: Any  # make_train_step(...)
+  total_steps: int
+
+
+def setup_step(config, mesh: Mesh, *, dataset: data_lib.Dataset | None = None,
+               batch_size: int | None = None, init_key: jax.Array | None = None,
+               data_parallel: bool = True, steps: int = 1) -> StepSetup:
+  """The model, optimiser, replicated data, initial state and jitted step of ``config`` on
+  ``mesh`` (``dataset``: already loaded; ``batch_size``: the config's by default;
+  ``init_key``: the run's init key by default)."""
+  dataset = dataset if dataset is not None else data_lib.load(config.data)
+  model = models.make(config, dataset.train["y"].shape[1:], dataset.value_range)
+  total_steps = _total_steps(config.train, dataset)
+  tx = make_optimizer(config.train, total_steps)
+  inputs = data_lib.model_inputs(dataset.train)
+  # A model's batch: y and, for a conditional model E(x, y, z), the input x beside it; the
+  # step gathers every array of it by the same example indices.
+  check_memory(model, tx, {k: v[:1] for k, v in inputs.items()}, config)
+  train_data = replicate(mesh, inputs)
+  key = run_keys(config.seed)[0] if init_key is None else init_key
+  state = replicate(mesh, jax.device_get(
+      init_state(model, tx, key, {k: jnp.asarray(v[:1]) for k, v in inputs.items()})))
+  step = make_train_step(model, tx, mesh, global_batch=batch_size or config.train.batch_size,
+                         binarize=config.data.get("binarize", "none"),
+                         data_parallel=data_parallel, steps=steps)
+  return StepSetup(model, tx, dataset, mesh, train_data, state, step, total_steps)
+
+
 def _total_steps(train_config, dataset: data_lib.Dataset) -> int:
   steps_per_epoch = data_lib.num_batches(dataset.train["y"].shape[0], train_config.batch_size)
   return int(train_config.num_epochs * steps_per_epoch)
@@ -425,8 +462,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   phases = PhaseTimer()
   with phases("data"):
     dataset = data_lib.load(config.data)
-  example_shape = dataset.train["y"].shape[1:]
-  model = models.make(config, example_shape, dataset.value_range)
   mesh = make_mesh()
   num_train = dataset.train["y"].shape[0]
   if tc.batch_size > num_train:
@@ -438,18 +473,13 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                config.model.name, dataset.name, total_steps, steps_per_epoch, mesh.size,
                jax.devices()[0].platform, jax.process_index(), jax.process_count())
 
-  tx = make_optimizer(tc, total_steps)
-  # A model's batch: y and, for a conditional model E(x, y, z), the input x beside it; the
-  # step gathers every array of it by the same example indices.
-  check_memory(model, tx, {k: v[:1] for k, v in data_lib.model_inputs(dataset.train).items()},
-               config)
   init_key, data_key, step_key, eval_key = run_keys(config.seed)
   with phases("data"):
-    train_data = replicate(mesh, data_lib.model_inputs(dataset.train))
+    setup = setup_step(config, mesh, dataset=dataset, init_key=init_key)
     test_data = replicate(mesh, data_lib.model_inputs(dataset.test))
+  model, tx, train_data, state, train_step = (setup.model, setup.tx, setup.train_data,
+                                              setup.state, setup.step)
   replicated = NamedSharding(mesh, P())
-  state = jax.jit(functools.partial(init_state, model, tx), out_shardings=replicated)(
-      init_key, {k: v[:1] for k, v in train_data.items()})
 
   manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"),
                                 max_to_keep=tc.get("checkpoints_to_keep", 3))
@@ -467,8 +497,6 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   if start_step:
     logging.info("Resumed from the checkpoint at step %d in %s", start_step, workdir)
 
-  train_step = make_train_step(model, tx, mesh, global_batch=tc.batch_size,
-                               binarize=config.data.get("binarize", "none"))
   # k steps per dispatch from every multiple of k where k consecutive steps stay inside one
   # epoch and the run (single steps elsewhere), so that logs, evaluations and checkpoints at
   # multiples of k fall where they would with k = 1; signals are handled between dispatches.

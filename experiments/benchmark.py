@@ -23,7 +23,6 @@ Writes a JSON with a list ``results`` (one row per model and batch size) and the
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import platform
@@ -36,7 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from energy_ae import checkpoints, data as data_lib, models, train
+from energy_ae import checkpoints, data as data_lib, train
+from experiments import common
 from experiments.torch_models import TorchTargetProp, TorchVAE, torch_available
 
 FLAGS = flags.FLAGS
@@ -133,10 +133,7 @@ def peak_rss_mib() -> float:
 
 
 def experiment_config(name: str, **model_overrides):
-  config = importlib.import_module(f"experiments.{name}").get_config()
-  for key, value in model_overrides.items():
-    config.model[key] = value
-  return config
+  return common.load_config(name, **{f"model.{k}": v for k, v in model_overrides.items()})
 
 
 class ProjectStep:
@@ -144,21 +141,14 @@ class ProjectStep:
 
   def __init__(self, config, batch_size: int, *, data_parallel: bool = True):
     self.config = config
-    dataset = data_lib.load(config.data)
-    self.num_train = dataset.train["y"].shape[0]
-    self.batch_size = batch_size
-    model = models.make(config, dataset.train["y"].shape[1:])
-    self.tx = train.make_optimizer(config.train)
     mesh = train.make_mesh(jax.devices()[:1])
-    self.data = train.replicate(mesh, {"y": dataset.train["y"]})
+    setup = train.setup_step(config, mesh, batch_size=batch_size, data_parallel=data_parallel)
+    self.num_train = setup.dataset.train["y"].shape[0]
+    self.batch_size = batch_size
+    self.tx, self.data, self.state, self.step = setup.tx, setup.train_data, setup.state, setup.step
     key = jax.random.key(config.seed)
-    self.state = train.replicate(mesh, jax.device_get(
-        train.init_state(model, self.tx, key, {"y": dataset.train["y"][:1]})))
     self.perm = train.replicate(mesh, np.asarray(data_lib.epoch_permutation(key, 0, self.num_train)))
     self.key = key
-    self.step = train.make_train_step(model, self.tx, mesh, global_batch=batch_size,
-                                      binarize=config.data.get("binarize", "none"),
-                                      data_parallel=data_parallel)
     self.batches = self.num_train // batch_size
     self.i = 0
     start = time.perf_counter()

@@ -1,6 +1,27 @@
 """Keys shared by every experiment config; each config file overrides what it needs."""
 
+import importlib
+
 import ml_collections
+
+
+def load_config(name: str, variant: str | None = None, **overrides) -> ml_collections.ConfigDict:
+  """``experiments/<name>.py``'s ``get_config(variant)`` with dotted ``overrides``
+  (``load_config("vae", "quick", **{"model.beta": 4.0})``): the one way the figures, the
+  benchmark and the tests load an experiment config."""
+  return apply_overrides(importlib.import_module(f"experiments.{name}").get_config(variant),
+                         overrides)
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+  """Sets each ``{"dotted.key": value}`` of ``overrides`` (existing keys only, as the CLI)."""
+  for dotted, value in overrides.items():
+    node = config
+    *path, last = dotted.split(".")
+    for key in path:
+      node = node[key]
+    node[last] = value
+  return config
 
 
 VARIANTS = ("quick",)  # --config=FILE:VARIANT; none: the full experiment

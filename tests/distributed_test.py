@@ -17,7 +17,7 @@ from energy_ae.metrics_io import read_metrics
 SCRIPT = textwrap.dedent('''
     import sys
     import jax, numpy as np
-    from energy_ae import data, models, train
+    from energy_ae import data, train
     from experiments import vae
 
     config = vae.get_config("quick")
@@ -30,14 +30,10 @@ SCRIPT = textwrap.dedent('''
       config.distributed.process_id = int(process_id)
     train.maybe_initialize_distributed(config)
     ds = data.load(config.data)
-    model = models.make(config, ds.train["y"].shape[1:])
-    tx = train.make_optimizer(config.train)
     key = jax.random.key(0)
     mesh = train.make_mesh()
-    train_data = train.replicate(mesh, {"y": ds.train["y"]})
-    state = train.replicate(mesh, jax.device_get(
-        train.init_state(model, tx, key, {"y": ds.train["y"][:1]})))
-    step = train.make_train_step(model, tx, mesh, global_batch=64, binarize="none")
+    setup = train.setup_step(config, mesh, dataset=ds, batch_size=64, init_key=key)
+    train_data, state, step = setup.train_data, setup.state, setup.step
     perm = train.replicate(mesh, np.asarray(data.epoch_permutation(key, 0, ds.train["y"].shape[0])))
     for i in range(10):
       state, metrics = step(state, train_data, perm, i * 64, key)

@@ -1,6 +1,5 @@
 """Every model trains end to end on real data; model-specific facts against closed forms."""
 
-import importlib
 import math
 import textwrap
 
@@ -12,12 +11,13 @@ import ml_collections
 
 from energy_ae import corruptions, models, train
 from energy_ae.metrics_io import read_metrics
+from experiments import common
 
 CONFIGS = ["ellipse", "target_prop", "ae", "dae", "cae", "vae"]
 
 
 def quick_config(name):
-  return importlib.import_module(f"experiments.{name}").get_config("quick")
+  return common.load_config(name, "quick")
 
 
 @pytest.mark.parametrize("name", CONFIGS)

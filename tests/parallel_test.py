@@ -21,17 +21,15 @@ from conftest import run_python
 BOUND = 1e-4
 
 SCRIPT = textwrap.dedent('''
-    import importlib, json
+    import json
     import jax, numpy as np
     from jax import lax
-    from energy_ae import data, keys as keys_lib, models, train
+    from energy_ae import data, keys as keys_lib, train
+    from experiments import common
 
-    config = importlib.import_module("experiments.{name}").get_config("quick")
-    config.train.optimizer = "sgd"
-    config.train.learning_rate = 0.01
+    config = common.load_config("{name}", "quick", **{{"train.optimizer": "sgd",
+                                                       "train.learning_rate": 0.01}})
     ds = data.load(config.data)
-    model = models.make(config, ds.train["y"].shape[1:])
-    tx = train.make_optimizer(config.train)
     key = jax.random.key(0)
     GLOBAL_BATCH, STEPS = 64, 2
     originals = (lax.pmean, lax.axis_index, keys_lib.per_example_keys)
@@ -51,11 +49,9 @@ SCRIPT = textwrap.dedent('''
       """(parameters before, parameters after STEPS steps) on the first num_devices."""
       inject(bug, num_devices)
       mesh = train.make_mesh(jax.devices()[:num_devices])
-      train_data = train.replicate(mesh, {{"y": ds.train["y"]}})
-      state = train.init_state(model, tx, key, {{"y": train_data["y"][:1]}})
-      state = train.replicate(mesh, jax.device_get(state))
+      setup = train.setup_step(config, mesh, dataset=ds, batch_size=GLOBAL_BATCH, init_key=key)
+      train_data, state, step = setup.train_data, setup.state, setup.step
       before = jax.tree.leaves(jax.device_get(state["params"]))
-      step = train.make_train_step(model, tx, mesh, global_batch=GLOBAL_BATCH, binarize="none")
       perm = data.epoch_permutation(key, 0, ds.train["y"].shape[0])
       for i in range(STEPS):
         state, _ = step(state, train_data, perm, i * GLOBAL_BATCH, key)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import os
 from collections.abc import Callable
 
@@ -23,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from energy_ae import data as data_lib, models, train  # noqa: E402
+from experiments import common  # noqa: E402
 from energy_ae.metrics_io import read_metrics  # noqa: E402
 
 # mathtext everywhere: z̃ and ž as combining accents are indistinguishable at small sizes;
@@ -64,19 +64,13 @@ class Trained:
 
 
 def experiment_config(name: str, quick: bool, **overrides):
-  config = importlib.import_module(f"experiments.{name}").get_config("quick" if quick else None)
+  config = common.load_config(name, "quick" if quick else None)
   config.train.progress = False
   config.train.linear_probe = False  # no figure needs it
   if quick:  # evaluate and save once at the end (a figure that draws a curve asks for more)
     config.train.eval_every = config.train.checkpoint_every = 10**9
     config.train.eval_at_start = False
-  for dotted, value in overrides.items():
-    node = config
-    *path, last = dotted.split(".")
-    for key in path:
-      node = node[key]
-    node[last] = value
-  return config
+  return common.apply_overrides(config, overrides)  # after the figure defaults: they win
 
 
 def trained(config, workdir: str) -> Trained:
