@@ -22,4 +22,5 @@ def test_quick_benchmark_writes_every_documented_field(tmp_path):
   assert all(ROW_KEYS <= set(r) and r["samples_per_s"] > 0 for r in rows)
   assert {r["config"] for r in result["first_steps"]} == {
       "ellipse", "target_prop", "ae", "dae", "cae", "vae"}
-  assert {r["inner_optimizer"] for r in result["inner_loop"]} == {"sgd", "momentum", "adam"}
+  assert {r["inner_optimizer"] for r in result["inner_loop"]} == {
+      "sgd", "momentum", "adam", "ista", "fista"}
