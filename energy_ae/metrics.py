@@ -84,3 +84,44 @@ def linear_probe_accuracy(train_codes: np.ndarray, train_labels: np.ndarray,
                         LogisticRegression(max_iter=max_iter, C=inverse_regularisation))
   probe.fit(np.asarray(train_codes, np.float64), np.asarray(train_labels))
   return float(probe.score(np.asarray(test_codes, np.float64), np.asarray(test_labels)))
+
+
+# ----------------------------------------------------------------------------
+# Posterior collapse: diagnostics of a diagonal Gaussian posterior q(z | y) = N(μ(y), v(y))
+# over a split of N examples (whole-split statistics, not means of per-example values)
+# ----------------------------------------------------------------------------
+
+
+def kl_per_dimension(mu: jax.Array, logvar: jax.Array) -> jax.Array:
+  """E_y[KL(q(z_j | y) ‖ N(0, 1))] = mean_y ½ (v_j − log v_j − 1 + μ_j²) per latent j, (d,)."""
+  return jnp.mean(0.5 * (jnp.exp(logvar) - logvar - 1.0 + jnp.square(mu)), axis=0)
+
+
+def active_units(mu: jax.Array, threshold: float = 0.01) -> jax.Array:
+  """A_u = #{j : Cov_y(E_q[z_j | y]) > threshold} (Burda et al. 2015, §5.2; 0.01 in theirs):
+  the latents whose posterior mean moves with the data; a collapsed one stays at the prior."""
+  return jnp.sum(jnp.var(mu, axis=0) > threshold)
+
+
+def mutual_information(mu: jax.Array, logvar: jax.Array, key: jax.Array, *,
+                       chunk: int = 100) -> jax.Array:
+  """I_q(y; z) = E_y E_{q(z|y)}[log q(z | y) − log q(z)] under the encoder, with the aggregate
+  posterior q(z) = (1/N) Σ_n q(z | y_n) over the N examples (Hoffman & Johnson 2016; the
+  estimator of He et al. 2019). One z_i ~ q(z | y_i) per example; E_q[log q(z|y)] is closed
+  form. The estimate lies in [0, log N]: N must exceed exp(I) for it to be close.
+  """
+  n, d = mu.shape
+  var = jnp.exp(logvar)
+  z = mu + jnp.sqrt(var) * jax.random.normal(key, mu.shape, mu.dtype)
+  neg_entropy = jnp.mean(-0.5 * jnp.sum(math.log(2 * math.pi) + 1.0 + logvar, axis=-1))
+  num_chunks = -(-n // chunk)
+  z_padded = jnp.concatenate([z, jnp.zeros((num_chunks * chunk - n, d), z.dtype)])
+
+  def log_q_aggregate(z_chunk):  # log (1/N) Σ_n N(z_i; μ_n, v_n) for a chunk of z_i: (chunk,)
+    log_density = -0.5 * jnp.sum(
+        jnp.square(z_chunk[:, None, :] - mu[None]) / var[None] + logvar[None]
+        + math.log(2 * math.pi), axis=-1)
+    return jax.nn.logsumexp(log_density, axis=1) - math.log(n)
+
+  log_q_z = jax.lax.map(log_q_aggregate, z_padded.reshape(num_chunks, chunk, d)).reshape(-1)[:n]
+  return neg_entropy - jnp.mean(log_q_z)

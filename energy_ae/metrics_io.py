@@ -1,6 +1,7 @@
 """Metric writing: ``metrics.jsonl`` (one JSON object per line) and TensorBoard events.
 
-Each record is ``{"step": int, "split": "train" | "test", name: value, ...}``, written
+Each record is ``{"step": int, "split": "train" | "test", name: value, ...}`` (a value is a
+float, or a list of floats for a vector metric), written
 in one ``write`` and flushed, so a killed run leaves at most a torn last line. On
 resume from the checkpoint at step s, records after s (and a torn line) are dropped,
 so that the file never holds duplicated steps.
@@ -28,6 +29,10 @@ def read_metrics(path: str) -> list[dict]:
 
 
 def _jsonable(value):
+  """A float (non-finite ones as "nan" / "inf" strings), or a list of them for a vector metric
+  (e.g. a VAE's ``kl_per_dim``)."""
+  if isinstance(value, (list, tuple)) or getattr(value, "ndim", 0):
+    return [_jsonable(v) for v in value]
   value = float(value)
   return value if math.isfinite(value) else str(value)
 
@@ -64,8 +69,14 @@ class MetricWriter:
     self._file.flush()
     os.fsync(self._file.fileno())
     self.last[split] = record
-    for name, value in metrics.items():
-      self._tb.add_scalar(f"{split}/{name}", float(value), int(step))
+    for name, value in record.items():
+      if name in ("step", "split"):
+        continue
+      if isinstance(value, list):  # a vector metric: one curve per component
+        for i, v in enumerate(value):
+          self._tb.add_scalar(f"{split}/{name}/{i}", float(v), int(step))
+      else:
+        self._tb.add_scalar(f"{split}/{name}", float(value), int(step))
     self._tb.flush()
 
   def close(self) -> None:

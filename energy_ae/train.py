@@ -70,6 +70,7 @@ def validate_config(config) -> None:
     bad("train.optimizer", t.optimizer, f"unknown optimiser; valid names: {', '.join(sorted(OPTIMIZERS))}")
   if t.get("lr_schedule", "constant") not in LR_SCHEDULES:
     bad("train.lr_schedule", t.lr_schedule, f"must be one of {', '.join(LR_SCHEDULES)}")
+  make_optimizer(t, total_steps=1)  # optimizer_kwargs it does not take: one line, before data
   module = models.get_model_module(config.model.name)  # unknown model: listed names
   if hasattr(module, "validate"):  # the model's own keys, before any data is loaded
     module.validate(config)
@@ -124,22 +125,44 @@ OPTIMIZERS = {
     "adam": optax.adam,
     "adamw": optax.adamw,
     "sgd": optax.sgd,
-    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "momentum": lambda lr, **kwargs: optax.sgd(lr, **{"momentum": 0.9, **kwargs}),
 }
 
 
-# The learning rate over the run's T steps: constant, or η·(0.01 + 0.99·(1 + cos πt/T)/2).
-LR_SCHEDULES = ("constant", "cosine")
+# The learning rate over the run's T steps: constant; cosine, η·(0.01 + 0.99·(1 + cos πt/T)/2);
+# or burda, Burda et al. (2015)'s stages: 3^i epochs at η·10^(−i/7), i = 0, 1, ... (their
+# 8 stages are 3,280 epochs; a shorter run stops inside a stage).
+LR_SCHEDULES = ("constant", "cosine", "burda")
+
+
+def burda_schedule(learning_rate: float, steps_per_epoch: int) -> optax.Schedule:
+  """η_t = η·10^(−i/7) during stage i, which lasts 3^i epochs (Burda et al. 2015, §5)."""
+  boundaries, start = {}, 0
+  for i in range(1, 40):
+    start += 3 ** (i - 1) * steps_per_epoch
+    if start >= 2**31:  # past any run (and the int32 step count)
+      break
+    boundaries[start] = 10 ** (-1 / 7)  # each boundary multiplies the rate by this
+  return optax.piecewise_constant_schedule(learning_rate, boundaries)
 
 
 def make_optimizer(train_config, total_steps: int | None = None) -> optax.GradientTransformation:
-  """The optimiser of ``train_config``; a ``cosine`` ``lr_schedule`` needs ``total_steps``."""
+  """The optimiser of ``train_config`` (``optimizer_kwargs`` passed to it, e.g. Adam's
+  ``eps``); a ``cosine`` or ``burda`` ``lr_schedule`` needs the run's ``total_steps``."""
   lr = train_config.learning_rate
-  if train_config.get("lr_schedule", "constant") == "cosine":
-    if not total_steps:
-      raise ValueError("train.lr_schedule = 'cosine' needs the run's number of steps")
+  schedule = train_config.get("lr_schedule", "constant")
+  if schedule != "constant" and not total_steps:
+    raise ValueError(f"train.lr_schedule = {schedule!r} needs the run's number of steps")
+  if schedule == "cosine":
     lr = optax.cosine_decay_schedule(lr, total_steps, alpha=0.01)
-  tx = OPTIMIZERS[train_config.optimizer](lr)
+  elif schedule == "burda":
+    lr = burda_schedule(lr, max(1, round(total_steps / train_config.num_epochs)))
+  kwargs = dict(train_config.get("optimizer_kwargs", None) or {})
+  try:
+    tx = OPTIMIZERS[train_config.optimizer](lr, **kwargs)
+  except TypeError as e:
+    raise ValueError(f"config.train.optimizer_kwargs = {kwargs!r}: {train_config.optimizer!r} "
+                     f"does not take them ({e})") from None
   clip = train_config.get("grad_clip_norm", 0.0)
   return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
 
@@ -257,6 +280,7 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
     data_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 0), positions)
     model_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 1), positions)
     batch = data_lib.prepare_batch(batch, data_keys, binarize=binarize)
+    batch["step"] = state["step"]  # the optimiser step, for schedules inside a loss (warm-up)
 
     # Mark the replicated parameters as varying per device, so that each device takes
     # the gradient of its own shard's loss (pmap semantics); without it shard_map
@@ -506,6 +530,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
                 if k > 1 else None)
   eval_batch = tc.get("eval_batch_size", 500)
   eval_step = evaluation.make_eval_step(model, eval_batch=eval_batch)
+  # A model may evaluate more expensively once at the end (a VAE's k = 5,000 importance
+  # samples) and report metrics of the whole split (active units, mutual information).
+  final_model = (model._replace(evaluate=model.extras["evaluate_final"])
+                 if "evaluate_final" in model.extras else None)
+  split_metrics = (jax.jit(model.extras["split_metrics"]) if "split_metrics" in model.extras
+                   else None)
   permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2, out_shardings=replicated)
 
   # The linear probe (models with an encoder, data with labels): the ridge classifier on the
@@ -524,8 +554,16 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   def run_eval(step, *, final=False):
     with phases("evaluation"):
-      metrics = evaluation.evaluate(eval_step, state["params"], test_data, eval_key,
+      step_fn = eval_step
+      if final and final_model is not None:
+        step_fn = evaluation.make_eval_step(final_model, eval_batch=eval_batch)
+      metrics = evaluation.evaluate(step_fn, state["params"], test_data, eval_key,
                                     eval_batch=eval_batch)
+      if split_metrics is not None:
+        values = jax.device_get(split_metrics(state["params"], test_data["y"],
+                                              jax.random.fold_in(eval_key, 1)))
+        metrics.update({k: float(v) if np.ndim(v) == 0 else np.asarray(v, float).tolist()
+                        for k, v in values.items()})
     if probe:
       with phases("probe"):
         metrics["probe_accuracy"] = float(ridge_probe(

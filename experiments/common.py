@@ -53,8 +53,10 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.train.batch_size = 256
   config.train.num_epochs = 20
   config.train.optimizer = "adam"
+  config.train.optimizer_kwargs = {}  # passed to the optimiser, e.g. {"eps": 1e-4} for Adam
   config.train.learning_rate = 1e-3
-  config.train.lr_schedule = "constant"  # or 'cosine': η·(0.01 + 0.99·(1 + cos πt/T)/2)
+  # 'constant'; 'cosine': η·(0.01 + 0.99·(1 + cos πt/T)/2); 'burda': 3^i epochs at η·10^(−i/7)
+  config.train.lr_schedule = "constant"
   config.train.grad_clip_norm = 0.0
   config.train.log_every = 10
   # k optimiser steps in one compiled call (lax.scan): the same results as k = 1, fewer

@@ -67,8 +67,8 @@ def compare(workdirs: list[str]) -> tuple[list[str], list[list]]:
 def _cell(value) -> str:
   if isinstance(value, float):
     return f"{value:.4g}" if math.isfinite(value) else str(value)
-  if isinstance(value, (list, tuple)):
-    return json.dumps(value)
+  if isinstance(value, (list, tuple)):  # a vector metric (kl_per_dim): in full in the CSV
+    return f"[{len(value)} values]"
   return str(value)
 
 

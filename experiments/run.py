@@ -91,7 +91,8 @@ def main(argv):
                jax.process_count(), jax.local_devices())
   logging.info("Workdir: %s", workdir)
   final = train.train_and_evaluate(config, workdir)
-  logging.info("Final test metrics: %s", {k: round(v, 4) for k, v in final.items()})
+  logging.info("Final test metrics: %s", {k: round(v, 4) if isinstance(v, float) else v
+                                          for k, v in final.items()})
 
 
 def _config_path(argv: list[str], variant: bool = False) -> str:

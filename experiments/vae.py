@@ -35,8 +35,11 @@ def get_config(arg: str | None = None):
   config.model.objective = "elbo"
   config.model.train_samples = 1
   config.model.free_bits = 0.0
+  config.model.kl_warmup_steps = 0  # β rises linearly from 0 over this many steps (0: none)
   config.model.iw_samples = 100  # k of the importance-weighted −log p(y) at evaluation
+  config.model.iw_samples_final = 0  # k at the final evaluation (0: iw_samples)
   config.model.iw_chunk = 100
+  config.model.active_units_threshold = 0.01  # Cov_y(E_q[z_j]) above it: an active unit
   if arg == "quick":
     common.quick(config)
     config.model.iw_samples = 10

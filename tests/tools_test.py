@@ -40,3 +40,33 @@ def test_compare_sample_and_their_errors(tmp_path):
     assert proc.stderr.strip().splitlines()[-1] == (
         f"error: {'' if 'compare' in argv[1] else '--workdir='}{tmp_path} is not a run "
         "directory: it has no config.json")
+
+
+def test_results_writes_mean_and_spread_of_the_final_records_and_reuses_runs(tmp_path):
+  import json
+  import re
+
+  out, workdir = tmp_path / "RESULTS.md", tmp_path / "runs"
+  argv = ["-m", "experiments.results", "--config=experiments/vae_binarized.py:quick", "--seeds=2",
+          "--only=elbo", f"--workdir={workdir}", f"--out={out}",
+          "--config.train.linear_probe=False"]
+  run_python(argv)
+  records = [json.loads([line for line in open(workdir / "elbo" / f"seed_{s}" / "metrics.jsonl")
+                         if '"test"' in line][-1]) for s in (0, 1)]
+  assert records[0]["nll_iw"] != records[1]["nll_iw"]  # two seeds, two runs
+  text = out.read_text()
+  row = next(line for line in text.splitlines() if line.startswith("| elbo |"))
+  values = [r["nll_iw"] for r in records]
+  mean, std = np.mean(values), np.std(values, ddof=1)
+  assert f"{mean:.2f} ± {std:.2f}" in row, (row, values)
+  assert "k = 50 samples at the final evaluation" in text  # the quick variant's final k
+  # Again: the finished runs are reused (their records unchanged), the table rewritten.
+  before = (workdir / "elbo" / "seed_0" / "metrics.jsonl").read_text()
+  run_python(argv)
+  assert (workdir / "elbo" / "seed_0" / "metrics.jsonl").read_text() == before
+  assert re.search(r"\| elbo \| — \|", out.read_text())
+
+  proc = run_python([*argv[:4], "--only=vae"], check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "error: unknown variant(s) ['vae']; this config's variants: elbo, iwae_k5, iwae_k50")

@@ -16,7 +16,14 @@ returns a ``Model`` of three pure functions:
 * ``reconstruct(params, y) -> ỹ`` (optional): decode(encode(y)) as the model reconstructs
   at test time (z = μ for a VAE, ž for target propagation).
 * ``extras``: further public functions of one model, by name (a VAE's ``posterior``
-  (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools.
+  (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools. Two
+  names the trainer uses: ``evaluate_final`` (like ``evaluate``, for the final evaluation
+  only: e.g. more importance samples) and ``split_metrics(params, y, key) -> metrics`` of a
+  whole test split that are not means over examples (scalars or vectors, e.g. a VAE's
+  active units), computed at every evaluation.
+
+During training ``batch`` holds ``y`` (and ``x`` for a conditional model) and ``step``, the
+optimiser step (a scalar) for schedules inside a loss such as a KL warm-up.
 
 ``make`` may take a keyword ``value_range`` (the data's (low, high) after pre-processing) and
 the module may define ``validate(config)``, called before any data is loaded.

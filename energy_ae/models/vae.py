@@ -5,16 +5,22 @@ z ↦ logits of a Bernoulli likelihood (or the mean of a Gaussian one). Free ene
 F̃(y) = C(y, ỹ) + β KL(N(μ, v) ‖ N(0, I)), β = ``model.beta``.
 
 Training objective ``model.objective``: ``elbo`` (the free energy above, with an optional
-floor ``model.free_bits`` on the KL per latent dimension) or ``iwae``, −L_k with
-L_k = log (1/k) Σ_k p(y, z_k) / q(z_k | y) over ``model.train_samples`` = k samples
-(Burda et al. 2015; β does not enter it).
+floor ``model.free_bits`` on the KL per latent dimension, Kingma et al. 2016, and a KL
+warm-up: β_t = β·min(1, t / ``model.kl_warmup_steps``) at optimiser step t, rising linearly
+from 0, Sønderby et al. 2016) or ``iwae``, −L_k with L_k = log (1/k) Σ_k p(y, z_k) / q(z_k | y)
+over ``model.train_samples`` = k samples (Burda et al. 2015; β does not enter it).
 
 Test metrics: ``nelbo`` = C + KL (β = 1, one z sample, nats per example) and the
 importance-weighted estimate with ``model.iw_samples`` samples (Burda et al., 2015) of
 −log p(y), named ``nll_iw`` where the likelihood is normalised for the data (a Gaussian, or a
 Bernoulli on binary data: ``data.binarize = 'dynamic'``, whose test split is binarised once),
 ``bce_iw`` otherwise: on grey-level pixels a Bernoulli "likelihood" is a cross-entropy and the
-estimate bounds that, not −log p(y). Reconstructions use z = μ.
+estimate bounds that, not −log p(y). The final evaluation draws ``model.iw_samples_final``
+samples instead (0: as many as the others), e.g. the literature's k = 5,000.
+Posterior collapse, at every evaluation over the test split: ``kl_per_dim`` (a list: the
+mean KL of each latent), ``active_units`` (latents with Cov_y(E_q[z_j]) >
+``model.active_units_threshold``, Burda et al.'s 0.01) and ``mutual_info`` (I_q(y; z), see
+``metrics.mutual_information``). Reconstructions use z = μ.
 """
 
 import math
@@ -95,6 +101,22 @@ def validate(config) -> None:
   if not isinstance(free_bits, (int, float)) or not free_bits >= 0:
     raise ValueError(f"config.model.free_bits = {free_bits!r}: must be >= 0 (nats per latent "
                      "dimension)")
+  warmup = mc.get("kl_warmup_steps", 0)
+  if not isinstance(warmup, int) or isinstance(warmup, bool) or warmup < 0:
+    raise ValueError(f"config.model.kl_warmup_steps = {warmup!r}: must be an integer >= 0 "
+                     "(0: no warm-up)")
+  final_k = mc.get("iw_samples_final", 0)
+  if not isinstance(final_k, int) or isinstance(final_k, bool) or final_k < 0:
+    raise ValueError(f"config.model.iw_samples_final = {final_k!r}: must be an integer >= 0 "
+                     "(0: model.iw_samples)")
+  threshold = mc.get("active_units_threshold", 0.01)
+  if not isinstance(threshold, (int, float)) or not threshold >= 0:
+    raise ValueError(f"config.model.active_units_threshold = {threshold!r}: must be >= 0")
+  if objective == "iwae":  # the bound has no KL term for these to act on
+    for field, value in (("free_bits", free_bits), ("kl_warmup_steps", warmup)):
+      if value:
+        raise ValueError(f"config.model.{field} = {value!r} acts on the ELBO's KL term; "
+                         "model.objective = 'iwae' has none (set it to 0, or use 'elbo')")
 
 
 def make(config, example_shape, value_range=None):
@@ -120,6 +142,7 @@ def make(config, example_shape, value_range=None):
   objective = mc.get("objective", "elbo")
   train_samples = int(mc.get("train_samples", 1))
   free_bits = float(mc.get("free_bits", 0.0))
+  warmup_steps = int(mc.get("kl_warmup_steps", 0))
 
   def free_energy(params, y, keys):
     flat = y.reshape(y.shape[0], -1)
@@ -132,11 +155,17 @@ def make(config, example_shape, value_range=None):
     """½ (v − log v − 1 + μ²) per example and latent dimension, (B, d)."""
     return 0.5 * (jnp.exp(logvar) - logvar - 1.0 + jnp.square(mu))
 
-  def elbo_loss(params, y, keys):
-    """mean_b [C + β Σ_j max(λ, KL_j)]: the ELBO, with free bits λ = ``model.free_bits``
+  def kl_weight(step):
+    """β_t = β·min(1, t / T_warm-up) at optimiser step t (β without a warm-up or a step)."""
+    if not warmup_steps or step is None:
+      return beta
+    return beta * jnp.minimum(1.0, step.astype(jnp.float32) / warmup_steps)
+
+  def elbo_loss(params, y, keys, step=None):
+    """mean_b [C + β_t Σ_j max(λ, KL_j)]: the ELBO, with free bits λ = ``model.free_bits``
     (Kingma et al. 2016) as a floor on each example's KL per latent dimension (per example,
-    so that the loss does not depend on how the batch is split across devices); λ = 0 is
-    the plain ELBO."""
+    so that the loss does not depend on how the batch is split across devices; λ = 0 is
+    the plain ELBO) and β_t the warm-up's weight at step t (``kl_weight``)."""
     flat = y.reshape(y.shape[0], -1)
     mu, logvar = net.apply(params, y, method=VAE.encode)
     z = mu + jnp.exp(0.5 * logvar) * keys_lib.normal(keys, mu.shape[1:], mu.dtype)
@@ -144,8 +173,12 @@ def make(config, example_shape, value_range=None):
     per_dim = kl_per_dim(mu, logvar)
     kl = jnp.sum(per_dim, -1)
     penalty = jnp.sum(jnp.maximum(per_dim, free_bits), -1) if free_bits else kl
-    value = jnp.mean(c + beta * penalty)
-    return value, {"loss": value, "C": jnp.mean(c), "KL": jnp.mean(kl)}
+    weight = kl_weight(step)
+    value = jnp.mean(c + weight * penalty)
+    metrics = {"loss": value, "C": jnp.mean(c), "KL": jnp.mean(kl)}
+    if warmup_steps:
+      metrics["kl_weight"] = jnp.asarray(weight, jnp.float32)
+    return value, metrics
 
   def iwae_log_weights(params, y, keys, num_samples):
     """log w_k = log p(y | z_k) + log p(z_k) − log q(z_k | y), z_k = μ + σ ε_k: (k, B)."""
@@ -167,18 +200,32 @@ def make(config, example_shape, value_range=None):
 
   def loss(params, batch, keys):
     if objective == "elbo":
-      return elbo_loss(params, batch["y"], keys)
+      return elbo_loss(params, batch["y"], keys, batch.get("step"))
     value = -jnp.mean(iwae_bound(params, batch["y"], keys, train_samples))
     return value, {"loss": value}
 
-  def evaluate(params, batch, keys):
-    k_elbo, k_iw = keys_lib.split(keys, 2)
-    c, kl = free_energy(params, batch["y"], k_elbo)
-    metrics = {"C": c, "KL": kl, "nelbo": c + kl, "loss": c + beta * kl}
-    if mc.iw_samples > 0:
-      metrics[iw_name] = importance_weighted_nll(params, batch["y"], k_iw, num_samples=mc.iw_samples,
-                                                  chunk=mc.get("iw_chunk", 100))
-    return metrics
+  def make_evaluate(iw_samples):
+    def evaluate(params, batch, keys):
+      k_elbo, k_iw = keys_lib.split(keys, 2)
+      c, kl = free_energy(params, batch["y"], k_elbo)
+      metrics = {"C": c, "KL": kl, "nelbo": c + kl, "loss": c + beta * kl}
+      metrics[iw_name] = importance_weighted_nll(params, batch["y"], k_iw, num_samples=iw_samples,
+                                                 chunk=min(mc.get("iw_chunk", 100), iw_samples))
+      return metrics
+
+    return evaluate
+
+  evaluate = make_evaluate(mc.iw_samples)
+  extras = {}
+  if mc.get("iw_samples_final", 0) and mc.iw_samples_final != mc.iw_samples:
+    extras["evaluate_final"] = make_evaluate(mc.iw_samples_final)
+
+  def split_metrics(params, y, key):
+    """Posterior collapse over a split: KL per latent, active units, I_q(y; z)."""
+    mu, logvar = posterior(params, y)
+    return {"kl_per_dim": metrics_lib.kl_per_dimension(mu, logvar),
+            "active_units": metrics_lib.active_units(mu, mc.get("active_units_threshold", 0.01)),
+            "mutual_info": metrics_lib.mutual_information(mu, logvar, key)}
 
   def importance_weighted_nll(params, y, keys, *, num_samples, chunk):
     """−log p(y) ≈ −(logsumexp_k log w_k − log k), w_k = p(y|z_k) p(z_k) / q(z_k|y).
@@ -216,9 +263,9 @@ def make(config, example_shape, value_range=None):
   def reconstruct(params, y):
     return decode(params, encode(params, y))
 
-  return Model(init, loss, evaluate, encode, decode, reconstruct,
-               extras={"posterior": posterior, "iwae_bound": iwae_bound,
-                       "kl_per_dim": lambda params, y: kl_per_dim(*posterior(params, y))})
+  extras.update(posterior=posterior, iwae_bound=iwae_bound, split_metrics=split_metrics,
+                kl_per_dim=lambda params, y: kl_per_dim(*posterior(params, y)))
+  return Model(init, loss, evaluate, encode, decode, reconstruct, extras=extras)
 
 
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
