@@ -342,7 +342,7 @@ def setup_step(config, mesh: Mesh, *, dataset: data_lib.Dataset | None = None,
   ``init_key``: the run's init key by default)."""
   dataset = dataset if dataset is not None else data_lib.load(config.data)
   model = models.make(config, dataset.train["y"].shape[1:], dataset.value_range)
-  total_steps = _total_steps(config.train, dataset)
+  total_steps = num_steps(config.train, dataset)
   tx = make_optimizer(config.train, total_steps)
   inputs = data_lib.model_inputs(dataset.train)
   # A model's batch: y and, for a conditional model E(x, y, z), the input x beside it; the
@@ -358,7 +358,8 @@ def setup_step(config, mesh: Mesh, *, dataset: data_lib.Dataset | None = None,
   return StepSetup(model, tx, dataset, mesh, train_data, state, step, total_steps)
 
 
-def _total_steps(train_config, dataset: data_lib.Dataset) -> int:
+def num_steps(train_config, dataset: data_lib.Dataset) -> int:
+  """The optimiser steps of a run: num_epochs full batches per epoch."""
   steps_per_epoch = data_lib.num_batches(dataset.train["y"].shape[0], train_config.batch_size)
   return int(train_config.num_epochs * steps_per_epoch)
 
@@ -369,7 +370,7 @@ def restore_run(config, workdir: str) -> tuple[models.Model, dict, dict, data_li
   dataset = data_lib.load(config.data)
   model = models.make(config, dataset.train["y"].shape[1:], dataset.value_range)
   # The same optimiser as the run's (a schedule's step count is part of its state).
-  tx = make_optimizer(config.train, _total_steps(config.train, dataset))
+  tx = make_optimizer(config.train, num_steps(config.train, dataset))
   example = {k: jnp.asarray(v[:1]) for k, v in data_lib.model_inputs(dataset.train).items()}
   initial = init_state(model, tx, run_keys(config.seed)[0], example)
   manager = checkpoints.Manager(os.path.join(workdir, "checkpoints"))
@@ -492,7 +493,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     raise ValueError(f"config.train.batch_size = {tc.batch_size} exceeds the {num_train} "
                      f"training examples of {dataset.name!r}")
   steps_per_epoch = data_lib.num_batches(num_train, tc.batch_size)
-  total_steps = _total_steps(tc, dataset)
+  total_steps = num_steps(tc, dataset)
   logging.info("Training %s on %s: %d steps (%d per epoch) on %d device(s) [%s], process %d of %d",
                config.model.name, dataset.name, total_steps, steps_per_epoch, mesh.size,
                jax.devices()[0].platform, jax.process_index(), jax.process_count())

@@ -33,6 +33,21 @@ def test_compare_sample_and_their_errors(tmp_path):
     image = mpimg.imread(tmp_path / "b1" / "samples" / f"{name}.png")[..., :3]
     assert np.std(image) > 0.02, name
 
+  # The figures drawn from that run instead of their own: nothing trained, nothing of it changed.
+  metrics_before = (tmp_path / "b4" / "metrics.jsonl").read_text()
+  figures = tmp_path / "figures"
+  run_python(["-m", "experiments.figures", f"--workdir={figures}", "--only=vae_reconstructions",
+              f"--run=vae={tmp_path / 'b4'}", "--quick"])
+  assert (figures / "figures" / "vae_reconstructions.png").is_file()
+  assert not (figures / "runs" / "vae").exists()
+  assert (tmp_path / "b4" / "metrics.jsonl").read_text() == metrics_before
+  proc = run_python(["-m", "experiments.figures", f"--workdir={figures}", "--only=vae_bubbles",
+                     f"--run=vae_2d={tmp_path / 'b4'}", "--quick"], check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f"error: --run=vae_2d={tmp_path / 'b4'}: the figure needs model.latent_dim = 2, the run "
+      "has 20")
+
   for argv in (["-m", "experiments.compare", str(tmp_path)],
                ["-m", "experiments.sample", f"--workdir={tmp_path}"]):
     proc = run_python(argv, check=False)

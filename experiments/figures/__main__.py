@@ -11,14 +11,22 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "runs/figures", "Runs under WORKDIR/runs, PNGs under WORKDIR/figures.")
 flags.DEFINE_multi_string("only", None, "Make only these figures (repeatable); default: all.")
 flags.DEFINE_bool("quick", False, "Train for a few steps only (smoke test of every figure).")
+flags.DEFINE_multi_string("run", [], "NAME=DIR: draw the run trained in DIR instead of training "
+                          "the figures' run NAME (repeatable).")
 
 
 def main(argv):
   checkpoints.quiet_orbax_logging()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  existing = {}
+  for item in FLAGS.run:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+      raise SystemExit(f"error: --run={item}: expected NAME=DIR, e.g. --run=vae=runs/my_vae")
+    existing[name] = path
   try:
-    paths = make_figures(FLAGS.workdir, FLAGS.only, quick=FLAGS.quick)
+    paths = make_figures(FLAGS.workdir, FLAGS.only, quick=FLAGS.quick, existing=existing)
   except ValueError as e:
     raise SystemExit(f"error: {e}") from None
   print(f"wrote {len(paths)} figures and summary.json to {os.path.join(FLAGS.workdir, 'figures')}")

@@ -82,24 +82,57 @@ def trained(config, workdir: str) -> Trained:
 
 
 class Runs:
-  """Trains each named run once per invocation; figures share them."""
+  """Trains each named run once per invocation; figures share them. ``existing`` maps run
+  names to directories of runs trained elsewhere (``--run=NAME=DIR``), used as they are."""
 
-  def __init__(self, workdir: str, quick: bool):
+  def __init__(self, workdir: str, quick: bool, existing: dict[str, str] | None = None):
     self.workdir, self.quick = workdir, quick
+    self.existing = dict(existing or {})
+    self.used: set[str] = set()
 
   def get_total_steps(self, experiment: str, **overrides) -> int:
     """The number of optimiser steps the run of ``experiment`` will take."""
     config = experiment_config(experiment, self.quick, **overrides)
-    dataset = data_lib.load(config.data)
-    steps_per_epoch = data_lib.num_batches(len(dataset.train["y"]), config.train.batch_size)
-    return int(config.train.num_epochs * steps_per_epoch)
+    return train.num_steps(config.train, data_lib.load(config.data))
 
   @functools.cache  # noqa: B019 (one Runs per process)
   def get(self, name: str, experiment: str | None = None, **overrides) -> Trained:
     """The run ``WORKDIR/runs/<name>`` of ``experiments/<experiment>.py`` (default: name)
-    with ``overrides`` ({"model.latent_dim": 2, ...}), trained once and then reused."""
+    with ``overrides`` ({"model.latent_dim": 2, ...}), trained once and then reused; or the
+    run given for ``name`` in ``existing``, not trained further."""
+    self.used.add(name)
     config = experiment_config(experiment or name, self.quick, **overrides)
+    if name in self.existing:
+      return existing_run(self.existing[name], config, overrides, name)
     return trained(config, os.path.join(self.workdir, "runs", name))
+
+
+def existing_run(workdir: str, expected, overrides: dict, name: str) -> Trained:
+  """A run trained elsewhere, with its own config.json, at its latest checkpoint. It must be
+  the figure's model, with the values the figure sets (``overrides``); other keys (epochs,
+  seed, β ...) may differ: that is the point of drawing someone's own run."""
+  import json
+
+  import ml_collections
+
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ValueError(f"--run={name}={workdir}: not a run directory (it has no config.json)")
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  wanted = {"model.name": expected.model.name, **{k: v for k, v in overrides.items()
+                                                   if k.startswith(("model.", "data."))}}
+  for key, value in wanted.items():
+    node = config
+    for part in key.split("."):
+      node = node.get(part) if hasattr(node, "get") else None
+    if node != value and not (isinstance(value, tuple) and list(value) == node):
+      raise ValueError(f"--run={name}={workdir}: the figure needs {key} = {value!r}, "
+                       f"the run has {node!r}")
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ValueError(f"--run={name}={workdir}: the run has no checkpoint yet")
+  model, initial, latest, dataset = train.restore_run(config, workdir)
+  return Trained(config, model, latest["params"], initial["params"], dataset, workdir)
 
 
 # ----------------------------------------------------------------------------
