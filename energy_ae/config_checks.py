@@ -48,6 +48,10 @@ def _str(v) -> bool:
 
 RULES = (
     Rule("seed", _int(0), "be an integer >= 0"),
+    Rule("compilation_cache_dir", _str, "be a directory (or empty: no cache)"),
+    Rule("compilation_cache_min_seconds", _number(0), "be finite and >= 0"),
+    Rule("train.optimizer_kwargs", lambda v: hasattr(v, "items"),
+         "be a mapping of keyword arguments of the optimiser (or empty)"),
     Rule("data.name", lambda v: isinstance(v, str) and bool(v), "name a data set"),
     Rule("data.range", _choice("unit", "symmetric", "raw"), "be one of unit, symmetric, raw"),
     Rule("data.flatten", _bool, "be True or False"),

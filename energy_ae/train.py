@@ -101,6 +101,20 @@ def maybe_initialize_distributed(config) -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def enable_compilation_cache(config) -> str | None:
+  """JAX's persistent compilation cache in ``config.compilation_cache_dir`` ('' for none):
+  a repeated run loads its compiled programs instead of compiling them again. Every program
+  is cached, however fast it compiled (``compilation_cache_min_seconds``, default 0)."""
+  directory = os.path.expanduser(config.get("compilation_cache_dir", "") or "")
+  if not directory or jax.config.jax_compilation_cache_dir:  # off, or set by the environment
+    return jax.config.jax_compilation_cache_dir
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", directory)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(config.get("compilation_cache_min_seconds", 0.0)))
+  return directory
+
+
 def make_mesh(devices=None) -> Mesh:
   """A one-axis ``data`` mesh over ``devices`` (default: every device of every process)."""
   return Mesh(np.asarray(jax.devices() if devices is None else devices), (AXIS,))

@@ -35,6 +35,10 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
                      f"{', '.join(VARIANTS)} (or none, for the full experiment)")
   config = ml_collections.ConfigDict()
   config.seed = 0
+  # JAX's persistent compilation cache for experiments.run ('' for none): a repeated run
+  # loads its compiled programs. The JAX_COMPILATION_CACHE_DIR environment variable wins.
+  config.compilation_cache_dir = "~/.cache/energy_ae/jax"
+  config.compilation_cache_min_seconds = 0.0  # cache programs that compiled faster than this too
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist5k"

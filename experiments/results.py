@@ -173,6 +173,7 @@ def main(argv):
   for overrides in variants.values():  # every variant's config errors before any training
     train.validate_config(common.apply_overrides(FLAGS.config.copy_and_resolve_references(),
                                                  overrides))
+  train.enable_compilation_cache(FLAGS.config)
   start = time.perf_counter()
   results = run_variants(FLAGS.config, variants, FLAGS.seeds, FLAGS.workdir)
   command = "python -m experiments.results " + " ".join(sys.argv[1:])

