@@ -340,7 +340,7 @@ class Energy(NamedTuple):
     return total, values
 
 
-def _disabled(spec: Any) -> bool:
+def is_disabled(spec: Any) -> bool:
   """A term set to None (or a mapping whose ``term`` is None or "") is left out."""
   if spec is None:
     return True
@@ -350,7 +350,7 @@ def _disabled(spec: Any) -> bool:
 def make_energy(config: Mapping[str, Any]) -> Energy:
   """Builds an energy from ``{label: term spec}`` (see ``parse_term``)."""
   terms = tuple(
-      parse_term(label, spec) for label, spec in config.items() if not _disabled(spec)
+      parse_term(label, spec) for label, spec in config.items() if not is_disabled(spec)
   )
   if not terms:
     raise ValueError("an energy needs at least one term")

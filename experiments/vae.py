@@ -30,6 +30,9 @@ def get_config(arg: str | None = None):
   config.model.likelihood = "bernoulli"  # or 'gaussian' with model.decoder_std
   config.model.decoder_std = 1.0
   config.model.beta = 1.0
+  # C is the likelihood's and KL is weighted by beta; R, a regulariser of the sampled code, is
+  # the one role to add: --config.model.energy.R.term=l1 --config.model.energy.R.weight=0.1.
+  config.model.energy = {"R": {"term": "", "weight": 1.0}}
   # 'elbo' (with free bits: a floor in nats on each example's KL per latent dimension) or
   # 'iwae': the importance-weighted bound with train_samples samples (Burda et al. 2015).
   config.model.objective = "elbo"

@@ -54,6 +54,7 @@ def get_config(arg: str | None = None):
   config.model.likelihood = "bernoulli"
   config.model.decoder_std = 1.0
   config.model.beta = 1.0
+  config.model.energy = {"R": {"term": "", "weight": 1.0}}  # off: the protocol's ELBO
   config.model.objective = "elbo"  # Burda et al.'s "VAE"; 'iwae' with train_samples = k
   config.model.train_samples = 1
   config.model.free_bits = 0.0

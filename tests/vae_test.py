@@ -161,3 +161,29 @@ def test_burda_schedule_and_optimizer_kwargs():
   assert float(update["w"]) == pytest.approx(-1e-3 * 1e-4 / (1e-4 + 1e-4), rel=1e-3)
   with pytest.raises(ValueError, match="optimizer_kwargs = {'epsilon': 0.0001}: 'adam' does not"):
     train.validate_config(_quick_vae(**{"train.optimizer_kwargs": {"epsilon": 1e-4}}))
+
+
+def test_a_regulariser_of_the_code_switched_on_from_the_config():
+  from energy_ae import energies, keys as keys_lib
+
+  y = jnp.asarray(np.random.default_rng(0).random((6, 784)) > 0.5, jnp.float32)
+  keys = jax.random.split(jax.random.key(1), 6)
+  plain = models.make(_quick_vae(), (784,))
+  params = plain.init(jax.random.key(0), {"y": y})
+  regularised = models.make(_quick_vae(**{"model.energy.R.term": "l1",
+                                          "model.energy.R.weight": 0.3}), (784,))
+  value, aux = regularised.loss(params, {"y": y}, keys)
+  base, base_aux = plain.loss(params, {"y": y}, keys)
+  # Independently: the same reparameterised z = μ + σ ε, its L1 norm.
+  mu, logvar = plain.extras["posterior"](params, y)
+  z = mu + jnp.exp(0.5 * logvar) * keys_lib.normal(keys, mu.shape[1:], mu.dtype)
+  l1 = float(jnp.mean(energies.l1(z)))
+  np.testing.assert_allclose(float(aux["R"]), l1, rtol=1e-5)
+  np.testing.assert_allclose(float(value), float(base) + 0.3 * l1, rtol=1e-5)
+  assert float(aux["C"]) == pytest.approx(float(base_aux["C"]))
+  with pytest.raises(ValueError, match="model.energy has roles \\['C'\\] the VAE does not take"):
+    train.validate_config(_quick_vae(**{"model.energy": {"C": {"term": "squared_error"}}}))
+  with pytest.raises(ValueError, match="energy.R is a term of the ELBO's free energy"):
+    train.validate_config(_quick_vae(**{"model.objective": "iwae", "model.energy.R.term": "l1"}))
+  with pytest.raises(ValueError, match="reads \\['h', 'kernel'\\], which the vae model does not"):
+    train.validate_config(_quick_vae(**{"model.energy.R.term": "contractive_sigmoid"}))

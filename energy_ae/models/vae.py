@@ -2,7 +2,11 @@
 
 Encoder y ↦ (μ, log v); z = μ + ε √v, ε ~ N(0, I) (reparameterisation); decoder
 z ↦ logits of a Bernoulli likelihood (or the mean of a Gaussian one). Free energy
-F̃(y) = C(y, ỹ) + β KL(N(μ, v) ‖ N(0, I)), β = ``model.beta``.
+F̃(y) = C(y, ỹ) + β KL(N(μ, v) ‖ N(0, I)) [+ R(z)], β = ``model.beta``. C = −log p(y | z) is
+fixed by ``model.likelihood`` (the importance-weighted metrics need its normaliser) and KL by
+β; ``model.energy`` lists the role a user may add, R, a regulariser of the sampled code
+(disabled: ``term = ""``; it reads ``z``, ``mu`` or ``logvar``, e.g.
+``--config.model.energy.R.term=l1 --config.model.energy.R.weight=0.1`` for sparse codes).
 
 Training objective ``model.objective``: ``elbo`` (the free energy above, with an optional
 floor ``model.free_bits`` on the KL per latent dimension, Kingma et al. 2016, and a KL
@@ -112,11 +116,29 @@ def validate(config) -> None:
   threshold = mc.get("active_units_threshold", 0.01)
   if not isinstance(threshold, (int, float)) or not threshold >= 0:
     raise ValueError(f"config.model.active_units_threshold = {threshold!r}: must be >= 0")
+  regulariser = _regulariser(mc)
+  if regulariser is not None:
+    regulariser.check_inputs(("z", "mu", "logvar"), model="vae")
   if objective == "iwae":  # the bound has no KL term for these to act on
     for field, value in (("free_bits", free_bits), ("kl_warmup_steps", warmup)):
       if value:
         raise ValueError(f"config.model.{field} = {value!r} acts on the ELBO's KL term; "
                          "model.objective = 'iwae' has none (set it to 0, or use 'elbo')")
+    if regulariser is not None:
+      raise ValueError("config.model.energy.R is a term of the ELBO's free energy; "
+                       "model.objective = 'iwae' takes none (set its term to '')")
+
+
+def _regulariser(model_config):
+  """The optional R(z) of ``model.energy`` (None when absent or disabled)."""
+  spec = model_config.get("energy", None)
+  if not spec or all(energies.is_disabled(term) for term in spec.values()):
+    return None
+  unknown = sorted(set(spec) - {"R"})
+  if unknown:
+    raise ValueError(f"config.model.energy has roles {unknown} the VAE does not take; its C is "
+                     "model.likelihood, its KL weight model.beta, and R the one role to add")
+  return energies.make_energy(spec)
 
 
 def make(config, example_shape, value_range=None):
@@ -143,6 +165,7 @@ def make(config, example_shape, value_range=None):
   train_samples = int(mc.get("train_samples", 1))
   free_bits = float(mc.get("free_bits", 0.0))
   warmup_steps = int(mc.get("kl_warmup_steps", 0))
+  regulariser = _regulariser(mc)
 
   def free_energy(params, y, keys):
     flat = y.reshape(y.shape[0], -1)
@@ -174,8 +197,14 @@ def make(config, example_shape, value_range=None):
     kl = jnp.sum(per_dim, -1)
     penalty = jnp.sum(jnp.maximum(per_dim, free_bits), -1) if free_bits else kl
     weight = kl_weight(step)
-    value = jnp.mean(c + weight * penalty)
-    metrics = {"loss": value, "C": jnp.mean(c), "KL": jnp.mean(kl)}
+    per_example = c + weight * penalty
+    metrics = {"C": jnp.mean(c), "KL": jnp.mean(kl)}
+    if regulariser is not None:
+      weighted, terms = regulariser(z=z, mu=mu, logvar=logvar)
+      per_example = per_example + weighted
+      metrics["R"] = jnp.mean(terms["R"])  # unweighted, as the other models report terms
+    value = jnp.mean(per_example)
+    metrics["loss"] = value
     if warmup_steps:
       metrics["kl_weight"] = jnp.asarray(weight, jnp.float32)
     return value, metrics
