@@ -116,14 +116,18 @@ class Manager:
           f"{'are missing or changed' if missing else 'have changed'} since it was saved "
           f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}). {advice}")
 
-  def restore_latest(self, target):
-    """The latest checkpoint restored into ``target``'s structure and shardings, or ``target``.
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def restore_latest(self, target, step: int | None = None):
+    """The latest checkpoint (or the one at ``step``) restored into ``target``'s structure
+    and shardings, or ``target`` when there is none.
 
     The stored array shapes are compared with ``target``'s before reading any data,
     so another model or changed shapes is a ``CheckpointError`` naming the arrays,
     and so is a checkpoint whose files are damaged.
     """
-    step = self._manager.latest_step()
+    step = self._manager.latest_step() if step is None else step
     if step is None:
       return target
     where = f"the checkpoint at step {step} in {self.directory}"

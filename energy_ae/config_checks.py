@@ -13,6 +13,14 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 
+def is_traced(value) -> bool:
+  """A value traced by JAX: a hyper-parameter of a sweep's variant (``energy_ae.sweep``),
+  whose range each variant's concrete config was checked for before tracing."""
+  import jax
+
+  return isinstance(value, jax.core.Tracer)
+
+
 class Rule(NamedTuple):
   key: str
   ok: Callable[[Any], bool]
@@ -81,6 +89,8 @@ RULES = (
     Rule("train.max_consecutive_nonfinite", _int(1), "be a positive integer"),
     Rule("model.name", lambda v: isinstance(v, str) and bool(v), "name a model"),
     Rule("model.latent_dim", _int(1), "be > 0 (a positive integer)"),
+    Rule("sweep.key", _str, "name a config key (or be empty: no sweep)"),
+    Rule("sweep.values", lambda v: isinstance(v, (tuple, list)), "be a tuple of values"),
     Rule("distributed.enabled", _bool, "be True or False"),
     Rule("distributed.num_processes", lambda v: isinstance(v, int) and (v == -1 or v >= 1),
          "be a positive integer (-1: from the environment)"),

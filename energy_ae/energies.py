@@ -293,9 +293,11 @@ def parse_term(label: str, spec: Any) -> TermSpec:
         "(name, weight, kwargs) or {'term': name, 'weight': w}"
     )
   fn = get_term(name)
-  weight = float(weight)
-  if not jnp.isfinite(weight) or weight < 0:
-    raise ValueError(f"energy term {label!r} ({name}): weight must be finite and >= 0, got {weight}")
+  if not isinstance(weight, jax.core.Tracer):  # a sweep's traced weight was checked concrete
+    weight = float(weight)
+    if not math.isfinite(weight) or weight < 0:
+      raise ValueError(f"energy term {label!r} ({name}): weight must be finite and >= 0, got "
+                       f"{weight}")
   kwargs = dict(kwargs)
   signature = inspect.signature(fn)
   for key in kwargs:

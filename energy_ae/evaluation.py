@@ -23,33 +23,43 @@ import numpy as np
 from energy_ae import keys as keys_lib, metrics as metrics_lib, models
 
 
+def eval_sums(model: models.Model, params, data, offset, key, *, eval_batch: int):
+  """(sums, count): each test metric summed over the test batch at ``offset`` (padded to
+  ``eval_batch``; the padding weighs 0), and the number of real examples in it."""
+  n = jax.tree.leaves(data)[0].shape[0]
+  positions = offset + jnp.arange(eval_batch)
+  valid = positions < n
+  index = jnp.minimum(positions, n - 1)
+  batch = jax.tree.map(lambda x: x[index], data)
+  metrics = model.evaluate(params, batch, keys_lib.per_example_keys(key, positions))
+  weights = valid.astype(jnp.float32)
+  sums = {k: jnp.sum(jnp.broadcast_to(v, (eval_batch,)) * weights) for k, v in metrics.items()}
+  return sums, jnp.sum(weights)
+
+
 def make_eval_step(model: models.Model, *, eval_batch: int):
   """``eval(params, data, offset, key) -> (sums, count)`` over one (padded) test batch."""
-
-  def eval_step(params, data, offset, key):
-    n = jax.tree.leaves(data)[0].shape[0]
-    positions = offset + jnp.arange(eval_batch)
-    valid = positions < n
-    index = jnp.minimum(positions, n - 1)
-    batch = jax.tree.map(lambda x: x[index], data)
-    metrics = model.evaluate(params, batch, keys_lib.per_example_keys(key, positions))
-    weights = valid.astype(jnp.float32)
-    sums = {k: jnp.sum(jnp.broadcast_to(v, (eval_batch,)) * weights) for k, v in metrics.items()}
-    return sums, jnp.sum(weights)
-
-  return jax.jit(eval_step)
+  return jax.jit(lambda params, data, offset, key: eval_sums(model, params, data, offset, key,
+                                                              eval_batch=eval_batch))
 
 
 def evaluate(eval_step, params, test_data, key, *, eval_batch: int) -> dict[str, float]:
   """The mean of every test metric over the test split (one host transfer at the end)."""
+  totals, count = evaluate_sums(eval_step, (params,), test_data, key, eval_batch=eval_batch)
+  return {k: float(v) / float(count) for k, v in totals.items()}
+
+
+def evaluate_sums(eval_step, args: tuple, test_data, key, *, eval_batch: int):
+  """(totals, count) on the host: ``eval_step(*args, test_data, offset, key)`` summed over
+  the test split's batches (``args``: the parameters, or a sweep's stacked parameters and
+  values, whose sums then carry the variants' axis)."""
   n = jax.tree.leaves(test_data)[0].shape[0]
   totals, count = None, 0.0
   for offset in range(0, n, eval_batch):
-    sums, c = eval_step(params, test_data, offset, key)
+    sums, c = eval_step(*args, test_data, offset, key)
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     count = count + c
-  totals, count = jax.device_get((totals, count))
-  return {k: float(v) / float(count) for k, v in totals.items()}
+  return jax.device_get((totals, count))
 
 
 def ridge_classifier_accuracy(train_codes, train_labels, test_codes, test_labels, *,

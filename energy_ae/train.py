@@ -254,37 +254,11 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str,
-                    data_parallel: bool = True, steps: int = 1):
-  """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
-
-  ``data`` is the training split resident on every device (``{"y": ...}``, with ``"x"`` for a
-  conditional model: every array is gathered by the same indices), ``perm`` the epoch's
-  example order and ``offset`` the position of this global batch in it: each
-  device gathers its own ``global_batch / num_devices`` examples inside the
-  compiled step, so no batch is copied from the host. The step's randomness is
-  ``fold_in(key, step)``, one key per example by its global batch position.
-  A step whose loss, gradients, new parameters or optimiser state are not finite leaves
-  the state unchanged and reports ``finite = 0``. ``data_parallel=False`` compiles the same step
-  as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
-
-  ``steps`` = k > 1 runs k consecutive optimiser steps in one compiled call (a ``lax.scan``
-  over the batches at ``offset``, ``offset + global_batch``, ... of the same ``perm``), the
-  same computation as k calls, with one dispatch: each metric comes back stacked, shape (k,).
-  """
-  num_devices = mesh.size
-  if global_batch % num_devices:
-    raise ValueError(f"config.train.batch_size = {global_batch} is not divisible by the "
-                     f"{num_devices} devices")
-  local_batch = global_batch // num_devices
-
-  if not data_parallel and num_devices != 1:
-    raise ValueError("a step without data parallelism runs on a mesh of one device")
-
-  # With one device the mean over devices is the identity, but XLA still emits the
-  # all-reduce (a copy of every gradient and a fusion barrier, ~15% of a small step):
-  # the collectives are left out there, with shard_map's replication checks.
-  collectives = data_parallel and num_devices > 1
+def device_step(model: models.Model, tx, *, local_batch: int, binarize: str,
+                data_parallel: bool, collectives: bool):
+  """``per_device(state, data, perm, offset, key) -> (state, metrics)``: one optimiser step on
+  this device's shard of the global batch at ``offset`` of ``perm`` (see make_train_step), the
+  body that ``make_train_step`` and the sweep's vmapped step (``energy_ae.sweep``) compile."""
 
   def per_device(state, data, perm, offset, key):
     device = lax.axis_index(AXIS) if data_parallel else 0
@@ -319,6 +293,47 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
                  "opt_state": keep(opt_state, state["opt_state"])}
     metrics = dict(metrics, grad_norm=optax.tree.norm(grads), finite=finite.astype(jnp.int32))
     return new_state, metrics
+
+  return per_device
+
+
+def local_batch_size(global_batch: int, mesh: Mesh) -> int:
+  """Each device's share of the global batch (which the devices must divide)."""
+  if global_batch % mesh.size:
+    raise ValueError(f"config.train.batch_size = {global_batch} is not divisible by the "
+                     f"{mesh.size} devices")
+  return global_batch // mesh.size
+
+
+def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str,
+                    data_parallel: bool = True, steps: int = 1):
+  """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
+
+  ``data`` is the training split resident on every device (``{"y": ...}``, with ``"x"`` for a
+  conditional model: every array is gathered by the same indices), ``perm`` the epoch's
+  example order and ``offset`` the position of this global batch in it: each
+  device gathers its own ``global_batch / num_devices`` examples inside the
+  compiled step, so no batch is copied from the host. The step's randomness is
+  ``fold_in(key, step)``, one key per example by its global batch position.
+  A step whose loss, gradients, new parameters or optimiser state are not finite leaves
+  the state unchanged and reports ``finite = 0``. ``data_parallel=False`` compiles the same step
+  as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
+
+  ``steps`` = k > 1 runs k consecutive optimiser steps in one compiled call (a ``lax.scan``
+  over the batches at ``offset``, ``offset + global_batch``, ... of the same ``perm``), the
+  same computation as k calls, with one dispatch: each metric comes back stacked, shape (k,).
+  """
+  num_devices = mesh.size
+  local_batch = local_batch_size(global_batch, mesh)
+  if not data_parallel and num_devices != 1:
+    raise ValueError("a step without data parallelism runs on a mesh of one device")
+
+  # With one device the mean over devices is the identity, but XLA still emits the
+  # all-reduce (a copy of every gradient and a fusion barrier, ~15% of a small step):
+  # the collectives are left out there, with shard_map's replication checks.
+  collectives = data_parallel and num_devices > 1
+  per_device = device_step(model, tx, local_batch=local_batch, binarize=binarize,
+                           data_parallel=data_parallel, collectives=collectives)
 
   body = per_device
   if steps > 1:
@@ -400,7 +415,7 @@ def restore_run(config, workdir: str) -> tuple[models.Model, dict, dict, data_li
 # ----------------------------------------------------------------------------
 
 
-class _StopRequest:
+class StopRequest:
   """SIGINT / SIGTERM set a flag; the loop saves a checkpoint and returns."""
 
   def __init__(self):
@@ -496,6 +511,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   a checkpoint resumes from it.
   """
   validate_config(config)
+  if config.get("sweep", {}).get("key", ""):
+    raise ValueError("config.sweep.key is set: train the sweep with "
+                     "energy_ae.sweep.train_and_evaluate (experiments.run does)")
   tc = config.train
   is_main = jax.process_index() == 0
   phases = PhaseTimer()
@@ -624,7 +642,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     with phases("checkpoint"):
       manager.save(step, state)  # finite: a step that is not is never applied
 
-  with _StopRequest() as stop:
+  with StopRequest() as stop:
     try:
       step = start_step
       if step == 0 and tc.get("eval_at_start", True):  # the untrained model: where curves start

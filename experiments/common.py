@@ -90,6 +90,13 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.model.name = ""
   config.model.latent_dim = 1
 
+  # Several variants trained at once, one step vmapped over them (energy_ae.sweep): the key
+  # of one scalar that changes no shape and its values, e.g. --config.sweep.key=model.beta
+  # --config.sweep.values=0.1,1,10; each variant writes WORKDIR/sweep/<key>=<value>/.
+  config.sweep = ml_collections.ConfigDict()
+  config.sweep.key = ""
+  config.sweep.values = ()
+
   # Multi-host: set enabled=True (or the JAX_COORDINATOR_ADDRESS environment variable).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.enabled = False

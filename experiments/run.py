@@ -17,7 +17,7 @@ import traceback
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from energy_ae import checkpoints, data, train
+from energy_ae import checkpoints, data, sweep, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
@@ -92,9 +92,16 @@ def main(argv):
   logging.info("JAX process %d of %d; local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   logging.info("Workdir: %s", workdir)
+  rounded = lambda metrics: {k: round(v, 4) if isinstance(v, float) else v
+                             for k, v in metrics.items() if k != "kl_per_dim"}
+  if sweep.sweep_key(config):
+    finals = sweep.train_and_evaluate(config, workdir)
+    for value, final in zip(sweep.plan(config, workdir).values, finals):
+      logging.info("Final test metrics of %s: %s", sweep.variant_name(config.sweep.key, value),
+                   rounded(final))
+    return
   final = train.train_and_evaluate(config, workdir)
-  logging.info("Final test metrics: %s", {k: round(v, 4) if isinstance(v, float) else v
-                                          for k, v in final.items()})
+  logging.info("Final test metrics: %s", rounded(final))
 
 
 def _config_path(argv: list[str], variant: bool = False) -> str:

@@ -28,7 +28,7 @@ def test_every_model_trains_on_real_data_and_its_loss_falls(name, tmp_path):
   losses = [r["loss"] for r in records if r["split"] == "train"]
   assert len(losses) >= 3
   assert losses[-1] < 0.9 * losses[0], losses
-  assert all(math.isfinite(v) for v in final.values())
+  assert all(math.isfinite(v) for v in final.values() if not isinstance(v, list))
   tests = [r for r in records if r["split"] == "test"]
   assert tests[-1]["step"] == records[-1]["step"]
 

@@ -6,14 +6,15 @@ default, builds the Jacobian); for one sigmoid layer h = σ(W y + b),
 cheaper. λ is ``model.contractive_weight``. The test metric ``jacobian_fro`` is ‖∂h/∂y‖_F.
 """
 
-from energy_ae import energies
+from energy_ae import config_checks, energies
 from energy_ae.models import _autoencoder
 
 
 def validate(config) -> None:
   """The CAE's own keys, before any data is loaded."""
   mc = config.model
-  if not isinstance(mc.contractive_weight, (int, float)) or not mc.contractive_weight >= 0:
+  if not config_checks.is_traced(mc.contractive_weight) and (
+      not isinstance(mc.contractive_weight, (int, float)) or not mc.contractive_weight >= 0):
     raise ValueError(f"model.contractive_weight must be >= 0, got {mc.contractive_weight}")
   penalty = mc.get("contractive_penalty", "contractive")
   if penalty not in ("contractive", "contractive_sigmoid"):

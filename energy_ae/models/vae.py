@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from energy_ae import energies, keys as keys_lib, metrics as metrics_lib
+from energy_ae import config_checks, energies, keys as keys_lib, metrics as metrics_lib
 from energy_ae.models import Model, modules
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -84,7 +84,8 @@ def validate(config) -> None:
   if mc.likelihood not in LIKELIHOODS:
     raise ValueError(f"unknown model.likelihood {mc.likelihood!r}; valid names: "
                      f"{', '.join(LIKELIHOODS)}")
-  if not isinstance(mc.beta, (int, float)) or not mc.beta >= 0:
+  if not config_checks.is_traced(mc.beta) and (
+      not isinstance(mc.beta, (int, float)) or not mc.beta >= 0):
     raise ValueError(f"config.model.beta = {mc.beta!r}: must be >= 0")
   for field in ("iw_samples", "iw_chunk"):
     value = mc.get(field, 1)
@@ -152,7 +153,7 @@ def make(config, example_shape, value_range=None):
         f"spans [{value_range[0]:g}, {value_range[1]:g}]; set data.range='unit'")
   net = build(config, example_shape)
   log_lik = _log_likelihood(mc.likelihood, mc.get("decoder_std", 1.0))
-  beta = float(mc.beta)
+  beta = mc.beta if config_checks.is_traced(mc.beta) else float(mc.beta)  # traced in a sweep
 
   def init(key, batch):
     return net.init(key, batch["y"][:1])
