@@ -33,6 +33,11 @@ EnergyFn = Callable[[Array], Array]
 class ArgminResult(NamedTuple):
   z: Array  # ž, gradient-stopped, same shape as z_init
   trace: Array  # E(y, z_t) for t = 0..num_steps, shape (num_steps + 1, *batch)
+  # How stationary ž is, same shape as z: ∇_z E(y, ž) (``argmin``), or the proximal gradient
+  # mapping (ž − S_ηλ(ž − η∇f(ž)))/η (``argmin_proximal``); 0 at a stationary ž. Computed
+  # with the last energy of the trace: a caller that does not read it pays nothing under jit
+  # (XLA drops the unused backward pass).
+  grad: Array | None = None
 
 
 def argmin(
@@ -73,9 +78,9 @@ def argmin(
 
   z0 = lax.stop_gradient(z_init)
   (z_final, _), trace = lax.scan(step, (z0, optimizer.init(z0)), None, length=num_steps)
-  final_energy = energy_fn(z_final)
+  final_grad, final_energy = grad_fn(z_final)
   trace = jnp.concatenate([trace, final_energy[None]], axis=0)
-  return ArgminResult(lax.stop_gradient(z_final), trace)
+  return ArgminResult(lax.stop_gradient(z_final), trace, final_grad)
 
 
 def soft_threshold(z: Array, threshold: float | Array) -> Array:
@@ -105,6 +110,10 @@ def argmin_proximal(
   ≤ L‖z_0 − ž‖² / (2k) for ISTA and 2L‖z_0 − ž‖² / (k + 1)² for FISTA (Beck & Teboulle,
   2009). Unlike a (sub)gradient step on λ‖z‖₁, the soft threshold sets codes exactly to 0
   and does not oscillate around the kink. ``trace`` holds E = f + λ‖z‖₁ at each z_k.
+
+  ``grad`` is the gradient mapping G_η(ž) = (ž − S_ηλ(ž − η∇f(ž)))/η, the stationarity
+  measure of the composite E, since λ‖·‖₁ has no gradient at 0: G_η = ∇f + λ sign ž where
+  no code reaches 0, and G_η(ž) = 0 iff 0 ∈ ∇f(ž) + λ∂‖ž‖₁ (for a convex f: iff ž minimises E).
   """
   if num_steps < 0:
     raise ValueError(f"argmin_proximal: num_steps must be >= 0, got {num_steps}")
@@ -131,7 +140,28 @@ def argmin_proximal(
   one = jnp.ones((), z0.dtype)
   (z_final, _, _), trace = lax.scan(step, (z0, z0, one), None, length=num_steps)
   trace = jnp.concatenate([trace, energy(z_final)[None]], axis=0)
-  return ArgminResult(lax.stop_gradient(z_final), trace)
+  prox_step = soft_threshold(z_final - step_size * grad_fn(z_final), step_size * l1_weight)
+  mapping = (z_final - prox_step) / step_size
+  return ArgminResult(lax.stop_gradient(z_final), trace, mapping)
+
+
+def relative_change(trace: Array, window: int) -> Array:
+  """|E(y, z_{n−m}) − E(y, z_n)| / |E(y, z_n)| over the last m = ``window`` steps of a trace.
+
+  ``trace``: E at z_0 … z_n along the inner loop, shape (n + 1, *batch) (``ArgminResult``);
+  m is clipped to n. What m more steps of a loop that still moves as it did would gain, as a
+  fraction of E: a small value says ``num_steps`` is enough. The absolute value keeps a
+  loop that oscillates (momentum overshooting) from cancelling one that descends when the
+  caller averages over examples. E(z_n) = 0 is guarded by the smallest normal number.
+  """
+  if window < 1:
+    raise ValueError(f"relative_change: window must be >= 1, got {window}")
+  if trace.shape[0] < 2:
+    raise ValueError("relative_change: a trace of 0 steps has no change")
+  m = min(window, trace.shape[0] - 1)
+  last = trace[-1]
+  tiny = jnp.finfo(trace.dtype).tiny
+  return jnp.abs(trace[-1 - m] - last) / jnp.maximum(jnp.abs(last), tiny)
 
 
 class GridResult(NamedTuple):
@@ -219,6 +249,59 @@ def uniform_proposal(low: float, high: float, shape: tuple[int, ...]) -> Proposa
 
   def log_prob(z: Array) -> Array:
     return jnp.full(z.shape[:-1], -d * math.log(high - low), z.dtype)
+
+  return Proposal(sample, log_prob)
+
+
+def wrapped_gaussian_proposal(mean: Array, sigma: float, low: float, high: float) -> Proposal:
+  """q(z) = Σ_k N(z + kP; ž, σ²) on the periodic [low, high[ (P = high − low), per coordinate.
+
+  For a periodic latent (the ellipse's angle) a Gaussian around ž = ``mean`` (shape
+  (*batch, d)) wrapped onto one period: samples are ž + σε taken modulo P. The density sums
+  the images k = −K … K with K = ⌈6σ/P⌉ + 1: z and ž both lie in one period, so an omitted
+  image is ≥ 6σ + P away and weighs < e⁻¹⁸ of the nearest.
+  """
+  period = high - low
+  mean = low + jnp.mod(jnp.asarray(mean) - low, period)
+  num_images = math.ceil(6 * sigma / period) + 1
+  shifts = period * jnp.arange(-num_images, num_images + 1, dtype=mean.dtype)
+
+  def sample(key: Array, n: int) -> Array:
+    z = mean + sigma * jax.random.normal(key, (n, *mean.shape), mean.dtype)
+    return low + jnp.mod(z - low, period)
+
+  def log_prob(z: Array) -> Array:
+    u = (z - mean)[..., None] + shifts  # (..., d, images)
+    log_1d = jax.nn.logsumexp(-0.5 * jnp.square(u / sigma), axis=-1) - (
+        math.log(sigma) + 0.5 * math.log(2 * math.pi))
+    return jnp.sum(log_1d, axis=-1)
+
+  return Proposal(sample, log_prob)
+
+
+def mixture_proposal(components: tuple[Proposal, ...], weights: tuple[float, ...]) -> Proposal:
+  """q(z) = Σᵢ αᵢ qᵢ(z), each draw from component i with probability αᵢ (``weights``, sum 1).
+
+  A defensive mixture (Hesterberg, 1995): with a broad component of weight α the importance
+  weights p/q are at most p/(α q_broad), so the estimate keeps a finite variance even where
+  the narrow component misses a mode.
+  """
+  if len(components) != len(weights) or not components:
+    raise ValueError("mixture_proposal: one weight per component")
+  if min(weights) < 0 or not math.isclose(sum(weights), 1.0, rel_tol=1e-6):
+    raise ValueError(f"mixture_proposal: weights must be >= 0 and sum to 1, got {weights}")
+  log_weights = jnp.log(jnp.asarray(weights))
+
+  def sample(key: Array, n: int) -> Array:
+    k_choice, *k_components = jax.random.split(key, len(components) + 1)
+    draws = jnp.stack([c.sample(k, n) for c, k in zip(components, k_components)])
+    batch_shape = draws.shape[1:-1]  # (n, *batch): one component per draw and example
+    choice = jax.random.categorical(k_choice, log_weights, shape=batch_shape)
+    return jnp.take_along_axis(draws, choice[None, ..., None], axis=0)[0]
+
+  def log_prob(z: Array) -> Array:
+    return jax.nn.logsumexp(
+        jnp.stack([w + c.log_prob(z) for c, w in zip(components, log_weights)]), axis=0)
 
   return Proposal(sample, log_prob)
 

@@ -1,7 +1,8 @@
 r"""The lecture's ellipse latent-variable energy model, trained with the energy loss ℓ = F(y).
 
   python -m experiments.run --config=experiments/ellipse.py
-  python -m experiments.run --config=experiments/ellipse.py --config.model.beta=1.0
+  python -m experiments.run --config=experiments/ellipse.py --config.model.free_energy=softmin \
+      --config.model.beta=1.0 --config.model.softmin_estimator=mc
 """
 
 import math
@@ -21,7 +22,17 @@ def get_config(arg: str | None = None):
   config.model.latent_dim = 1
   config.model.init_w = (-1.5, 0.4)  # the lecture's untrained model
   config.model.num_latent_points = 48  # z ∈ [0 : π/24 : 2π[
-  config.model.beta = math.inf  # F∞; finite β gives the soft minimum F_β on the grid
+  # F = F∞ = E(y, ž); 'softmin': F_β = −(1/β) log((1/2π) ∫ exp(−βE) dz) at a finite beta (a
+  # finite beta with 'min' also gives F_β, as before this key existed).
+  config.model.free_energy = "min"
+  config.model.beta = math.inf
+  # F_β by 'grid' (the num_latent_points rule) or 'mc' (importance sampling, num_samples draws
+  # per example from q = α U[0, 2π[ + (1 − α) wrapped 𝒩(ž, σ²), α = proposal_uniform_weight,
+  # σ = proposal_scale in radians: about the width 1/√(βE'') of exp(−βE) at β ≈ 10, E'' ≈ 8).
+  config.model.softmin_estimator = "grid"
+  config.model.num_samples = 256
+  config.model.proposal_scale = 0.1
+  config.model.proposal_uniform_weight = 0.5
   config.model.inference = "argmin"  # ž from the grid's best point, refined by gradient descent
   config.model.inner_steps = 30
   config.model.inner_lr = 0.1

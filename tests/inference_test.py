@@ -239,3 +239,79 @@ def test_target_prop_trains_with_a_proximal_inner_loop(optimizer):
   assert np.mean(np.asarray(z_check) == 0) > np.mean(np.asarray(z_tilde) == 0)  # sparse codes
   (value, _), grads = jax.value_and_grad(model.loss, has_aux=True)(params, {"y": y}, None)
   assert np.isfinite(float(value)) and all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+# ----------------------------------------------------------------------------
+# Stationarity of ž and the inner loop's convergence
+# ----------------------------------------------------------------------------
+
+
+def test_argmin_returns_the_energys_gradient_at_its_last_z():
+  """∂E/∂z = 2(y₁ − w₁ cos z) w₁ sin z − 2(y₂ − w₂ sin z) w₂ cos z at z₀ (0 steps), and ≈ 0
+  once converged (float32: E'' ≤ 20 times the rounding of z, 1e-6, is far below 1e-3)."""
+  y = _points(10, seed=4)
+  z0 = jnp.linspace(0.1, 6.0, 10)[:, None]
+  at_start = inference.argmin(lambda z: ellipse_energy(y, z), z0, num_steps=0, learning_rate=0.1)
+  z, yn = np.asarray(z0[:, 0], np.float64), np.asarray(y, np.float64)
+  slope = (2 * (yn[:, 0] - W1 * np.cos(z)) * W1 * np.sin(z)
+           - 2 * (yn[:, 1] - W2 * np.sin(z)) * W2 * np.cos(z))
+  np.testing.assert_allclose(at_start.grad[:, 0], slope, rtol=1e-5, atol=1e-5)
+  converged = inference.argmin(lambda z: ellipse_energy(y, z), z0, num_steps=500,
+                               learning_rate=0.05)
+  np.testing.assert_allclose(converged.grad, 0.0, atol=1e-3)
+
+
+def test_proximal_gradient_mapping_in_closed_form():
+  """E = ‖y − Dz‖² + λ‖z‖₁, DᵀD = I, from z₀ = 0: G_η(0) = (0 − S_ηλ(2ηDᵀy))/η = −S_λ(2Dᵀy);
+  at the solution ž = S_{λ/2}(Dᵀy) it is 0 (the prox fixed point)."""
+  rng = np.random.default_rng(2)
+  d, _ = np.linalg.qr(rng.normal(size=(16, 16)))
+  y = rng.normal(size=(5, 16))
+  lam, eta = 0.8, 0.5
+  dj, yj = jnp.asarray(d, jnp.float32), jnp.asarray(y, jnp.float32)
+  smooth = lambda z: jnp.sum(jnp.square(yj - z @ dj.T), axis=-1)
+  run = lambda steps: inference.argmin_proximal(smooth, jnp.zeros((5, 16)), num_steps=steps,
+                                                step_size=eta, l1_weight=lam)
+  u = 2 * y @ d
+  np.testing.assert_allclose(run(0).grad, -np.sign(u) * np.maximum(np.abs(u) - lam, 0), atol=1e-5)
+  np.testing.assert_allclose(run(50).grad, 0.0, atol=1e-5)
+
+
+def test_relative_change_over_the_last_window_of_a_trace():
+  """E_t = 1 + ρᵗ: |E_{n−m} − E_n| / E_n = (ρ^{n−m} − ρⁿ) / (1 + ρⁿ), m clipped to n."""
+  rho, n = 0.5, 6
+  trace = jnp.asarray(1 + rho ** np.arange(n + 1), jnp.float32)[:, None] * jnp.ones((1, 3))
+  for window, m in ((1, 1), (4, 4), (100, n)):
+    expected = (rho ** (n - m) - rho**n) / (1 + rho**n)
+    np.testing.assert_allclose(inference.relative_change(trace, window), expected, rtol=1e-6)
+  with pytest.raises(ValueError, match="window must be >= 1"):
+    inference.relative_change(trace, 0)
+  with pytest.raises(ValueError, match="0 steps"):
+    inference.relative_change(trace[:1], 1)
+
+
+@pytest.mark.parametrize("mean,sigma", [(0.1, 0.3), (6.2, 0.3), (3.0, 4.0)])
+def test_wrapped_gaussian_and_mixture_proposals_are_the_densities_they_sample(mean, sigma):
+  """∫₀^{2π} q dz = 1 (a fine rectangle rule, exact to exponential order for these smooth
+  periodic densities), and q's own draws follow it, within 4 Monte Carlo standard errors: the
+  wrapped Gaussian's E[cos(z − μ)] = exp(−σ²/2) (its characteristic function at 1), and the
+  defensive mixture's E_q[1/q(z)] = |Z| = 2π (1/q ≤ 2π/α: a finite variance), which is the
+  unbiasedness an importance sampler's weights need."""
+  period = 2 * math.pi
+  wrapped = inference.wrapped_gaussian_proposal(jnp.full((2, 1), mean), sigma, 0.0, period)
+  mixture = inference.mixture_proposal(
+      (inference.uniform_proposal(0.0, period, (2, 1)), wrapped), (0.3, 0.7))
+  grid = jnp.broadcast_to(inference.uniform_grid(0.0, period, 4000)[:, None, :], (4000, 2, 1))
+
+  def within_4_se(values, expected):
+    values = np.asarray(values, np.float64)
+    se = values.std(0, ddof=1) / math.sqrt(len(values))
+    assert np.all(np.abs(values.mean(0) - expected) <= 4 * se), (values.mean(0), expected, se)
+
+  for q in (wrapped, mixture):
+    np.testing.assert_allclose(jnp.mean(jnp.exp(q.log_prob(grid)), 0) * period, 1.0, rtol=1e-5)
+    z = q.sample(jax.random.key(0), 200_000)
+    assert z.shape == (200_000, 2, 1) and np.all((z >= 0) & (z < period))
+  within_4_se(jnp.cos(wrapped.sample(jax.random.key(1), 200_000) - mean)[..., 0],
+              math.exp(-sigma**2 / 2))
+  within_4_se(jnp.exp(-mixture.log_prob(mixture.sample(jax.random.key(2), 200_000))), period)

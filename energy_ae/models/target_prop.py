@@ -8,12 +8,36 @@ the decoder is ∇C and w.r.t. the encoder is ∇D (R has no parameters).
 
 Config: ``model.latent_dim``, ``model.energy`` (C, R, D), ``model.inner_steps``,
 ``model.inner_optimizer`` ('sgd', 'momentum', 'adam', or the proximal 'ista' / 'fista', which
-take an L1 R by its soft threshold) at ``model.inner_lr`` (0: the optimiser's own default).
+take an L1 R by its soft threshold) at ``model.inner_lr`` (0: the optimiser's own default),
+``model.inner_convergence_window`` (m of ``inner_relative_change`` below), and the free energy
+the loss minimises:
+
+* ``model.free_energy = 'min'`` (default): F∞(y) = E(y, ž), the zero-temperature limit above.
+* ``'softmin'``: F_β(y) = −(1/β) log ∫_{ℝ^d} exp(−βE(y, z)) dz (Lebesgue measure on the
+  unbounded latent space) at the finite ``model.beta``, by importance sampling with
+  ``model.num_samples`` draws per example (the trainer's per-example key) from
+  q = 𝒩(z̃, σ² I), σ = ``model.proposal_scale``, around the encoder's guess:
+  F̂_β = −(1/β) log((1/n) Σ_k exp(−βE(y, z_k)) / q(z_k)). The mean weight is unbiased for
+  ∫ exp(−βE) dz (q has full support) and F̂_β is consistent, biased by O(1/n) through the log.
+  With D = λ_D ‖z − z̃‖², exp(−βE) ≤ exp(−βλ_D‖z − z̃‖²), so σ ≥ 1/√(2βλ_D) bounds every
+  weight (C, R ≥ 0) and the variance stays finite. The draws are held fixed (z̃ is
+  gradient-stopped in q), so autodiff of −(1/β) logsumexp is Σ_k p̄_k ∂E(y, z_k)/∂θ,
+  p̄ = softmax(−βE − log q): the self-normalised estimate of ∂F_β/∂θ = E_{p_β(z|y)}[∂E/∂θ] —
+  the decoder gets the posterior mean of ∇C, the encoder that of ∇D(z, z̃); no inner loop.
+
 Test metrics: ``energy_encoder`` = (C + R)(y, z̃), ``energy_inferred`` = (C + R)(y, ž),
-``amortisation_gap`` = their difference, and ``reconstruction_encoder`` /
-``reconstruction_inferred`` = C at z̃ / ž.
+``amortisation_gap`` = their difference, ``reconstruction_encoder`` /
+``reconstruction_inferred`` = C at z̃ / ž; how converged the inner loop is, so that one can
+tell whether ``inner_steps`` is enough: ``inner_relative_change`` = |E(y, z_{n−m}) − E(y, ž)| /
+|E(y, ž)| over its last m = min(``inner_convergence_window``, n) steps (n = ``inner_steps`` ≥ 1;
+absent for n = 0), and ``inner_grad_norm`` = ‖∇_z E(y, ž)‖ for the (sub)gradient optimisers,
+‖(ž − S_ηλ(ž − η∇f(ž)))/η‖ (the proximal gradient mapping, f = E − λ‖z‖₁) for ISTA / FISTA;
+both ~0 at a converged ž. With an L1 R and a (sub)gradient optimiser the codes jitter around 0
+by ~ηλ and ‖∂E‖ stays ~λ per such code: read ``inner_relative_change`` there. With
+``free_energy = 'softmin'`` also ``free_energy`` (F̂_β per example).
 """
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -59,9 +83,16 @@ class Networks(NamedTuple):
   l1_weight: float  # λ of the L1 term handled by the soft threshold (0: none)
 
 
+FREE_ENERGIES = ("min", "softmin")
+
+
 def validate(config) -> None:
   """Target propagation's own keys, before any data is loaded."""
   mc = config.model
+
+  def bad(key, why):
+    raise ValueError(f"config.model.{key} = {mc[key]!r}: {why}")
+
   if mc.inner_optimizer not in inner_optimizer_names():
     raise ValueError(f"unknown model.inner_optimizer {mc.inner_optimizer!r}; valid names: "
                      f"{', '.join(inner_optimizer_names())}")
@@ -72,6 +103,23 @@ def validate(config) -> None:
   if not isinstance(mc.inner_lr, (int, float)) or not mc.inner_lr >= 0:
     raise ValueError(f"config.model.inner_lr = {mc.inner_lr!r}: must be > 0, or 0 for the "
                      "inner optimiser's own default")
+  if not isinstance(mc.inner_convergence_window, int) or mc.inner_convergence_window < 1:
+    bad("inner_convergence_window", "must be an integer >= 1 (inner steps m of "
+        "inner_relative_change)")
+  if mc.free_energy not in FREE_ENERGIES:
+    bad("free_energy", f"must be one of {', '.join(FREE_ENERGIES)}")
+  if not isinstance(mc.beta, (int, float)) or not mc.beta > 0:
+    bad("beta", "must be > 0")
+  if mc.free_energy == "softmin" and math.isinf(mc.beta):
+    bad("beta", "free_energy = 'softmin' needs a finite β > 0 (β = inf is F∞: free_energy = "
+        "'min')")
+  if mc.free_energy == "min" and not math.isinf(mc.beta):
+    bad("beta", "a finite β is the temperature of free_energy = 'softmin'; 'min' is F∞ "
+        "(β = inf)")
+  if not isinstance(mc.num_samples, int) or mc.num_samples < 2:
+    bad("num_samples", "must be an integer >= 2 (the Monte Carlo draws per example)")
+  if not isinstance(mc.proposal_scale, (int, float)) or not mc.proposal_scale > 0:
+    bad("proposal_scale", "must be > 0 (σ of the Gaussian proposal around z̃)")
   energies.make_energy(mc.energy).check_inputs(QUANTITIES, model="target_prop")
 
 
@@ -104,8 +152,17 @@ def _is_l1(term: energies.TermSpec) -> bool:
   return term.name == "l1" and term.inputs == ("z",) and term.kwargs.get("feature_ndim", 1) == 1
 
 
-def infer(nets: Networks, params, y, *, num_steps: int | None = None):
-  """(y flat, z̃, ž, trace of E(y, z) per inner step), ž from z̃ by the inner optimiser."""
+class Inferred(NamedTuple):
+  flat: Any  # y, one row per example
+  z_tilde: Any  # z̃ = Enc(y)
+  z_check: Any  # ž, gradient-stopped
+  trace: Any  # E(y, z_t), t = 0 … n, shape (n + 1, B)
+  grad: Any  # ∇_z E(y, ž), or the proximal gradient mapping (ISTA / FISTA), shape of ž
+
+
+def infer(nets: Networks, params, y, *, num_steps: int | None = None) -> Inferred:
+  """(y flat, z̃, ž, trace of E(y, z) per inner step, stationarity of ž), ž from z̃ by the
+  inner optimiser."""
   flat = y.reshape(y.shape[0], -1)
   z_tilde = nets.encoder.apply(params["encoder"], y)
 
@@ -122,13 +179,40 @@ def infer(nets: Networks, params, y, *, num_steps: int | None = None):
   else:
     result = inference.argmin(lambda z: energy_of(nets.energy, z), z_tilde,
                               num_steps=num_steps, optimizer=nets.inner_optimizer)
-  return flat, z_tilde, result.z, result.trace
+  return Inferred(flat, z_tilde, result.z, result.trace, result.grad)
+
+
+def convergence_metrics(inferred: Inferred, window: int) -> dict:
+  """``inner_relative_change`` (absent for 0 inner steps) and ``inner_grad_norm`` per example."""
+  out = {"inner_grad_norm": jnp.linalg.norm(inferred.grad, axis=-1)}
+  if inferred.trace.shape[0] > 1:
+    out["inner_relative_change"] = inference.relative_change(inferred.trace, window)
+  return out
 
 
 def make(config, example_shape):
   mc = config.model
   nets = build(config, example_shape)
   encoder, decoder, energy, energy_no_d = nets.encoder, nets.decoder, nets.energy, nets.energy_no_d
+  softmin = mc.free_energy == "softmin"
+
+  def free_energy_mc(params, y, keys):
+    """F̂_β(y) per example and its standard error (module docstring), from z̃."""
+    flat = y.reshape(y.shape[0], -1)
+    z_tilde = encoder.apply(params["encoder"], y)
+
+    def one(y_i, z_tilde_i, key):
+      def e_i(z):  # E(y_i, z) for one latent z of shape (d,)
+        return energy(y=y_i[None], y_tilde=decoder.apply(params["decoder"], z[None]), z=z[None],
+                      z_tilde=z_tilde_i[None])[0][0]
+      # Draws from q around z̃, held fixed: the gradient is E_p[∂E/∂θ] (module docstring).
+      proposal = inference.gaussian_proposal(jax.lax.stop_gradient(z_tilde_i),
+                                             float(mc.proposal_scale))
+      return inference.free_energy_softmin_mc(e_i, key, beta=float(mc.beta), proposal=proposal,
+                                              num_samples=mc.num_samples)
+
+    # One example per key, as the trainer hands them out: the same draws on any device count.
+    return jax.vmap(one)(flat, z_tilde, keys)
 
   def init(key, batch):
     k_enc, k_dec = jax.random.split(key)
@@ -137,22 +221,28 @@ def make(config, example_shape):
     return {"encoder": encoder.init(k_enc, y), "decoder": decoder.init(k_dec, z)}
 
   def loss(params, batch, keys):
-    del keys
-    flat, z_tilde, z_check, _ = infer(nets, params, batch["y"])
+    if softmin:
+      mc_estimate = free_energy_mc(params, batch["y"], keys)
+      value = jnp.mean(mc_estimate.free_energy)
+      return value, {"loss": value, "free_energy": value,
+                     "free_energy_stderr": jnp.mean(mc_estimate.stderr)}
+    flat, z_tilde, z_check, _, _ = infer(nets, params, batch["y"])
     total, terms = energy(y=flat, y_tilde=decoder.apply(params["decoder"], z_check), z=z_check,
                           z_tilde=z_tilde)
     return metrics.mean_metrics(total, terms)
 
   def evaluate(params, batch, keys):
-    del keys
-    flat, z_tilde, z_check, _ = infer(nets, params, batch["y"])
-    out = {}
+    inferred = infer(nets, params, batch["y"])
+    flat, z_tilde, z_check = inferred.flat, inferred.z_tilde, inferred.z_check
+    out = convergence_metrics(inferred, mc.inner_convergence_window)
     for name, z in (("encoder", z_tilde), ("inferred", z_check)):
       e, terms = energy_no_d(y=flat, y_tilde=decoder.apply(params["decoder"], z), z=z)
       out[f"energy_{name}"] = e
       out[f"reconstruction_{name}"] = terms["C"]
     out["amortisation_gap"] = metrics.amortisation_gap(out["energy_encoder"],
                                                        out["energy_inferred"])
+    if softmin:
+      out["free_energy"] = free_energy_mc(params, batch["y"], keys).free_energy
     return out
 
   def encode(params, y):
@@ -163,8 +253,8 @@ def make(config, example_shape):
 
   def infer_codes(params, y):
     """(z̃, ž): the encoder's guess and the inner loop's minimiser of E = C + R + D."""
-    _, z_tilde, z_check, _ = infer(nets, params, y)
-    return z_tilde, z_check
+    inferred = infer(nets, params, y)
+    return inferred.z_tilde, inferred.z_check
 
   def reconstruct(params, y):
     return decode(params, infer_codes(params, y)[1])
