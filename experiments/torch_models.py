@@ -71,17 +71,20 @@ class TorchVAE:
 
 
 class TorchTargetProp:
-  """Encoder 784-256-64, decoder 64-256-784 (sigmoid); ž by ``inner_steps`` of SGD on
-  E = C + λ‖z‖₁ + ‖z − z̃‖²; then Adam on E(y, ž) with ž fixed."""
+  """Encoder 784-256-64, decoder 64-256-784 (sigmoid); ž by ``inner_steps`` of SGD with
+  Nesterov momentum ``inner_momentum`` (optax's ``sgd(lr, momentum, nesterov=True)``: t ← g + μt,
+  z ← z − η(g + μt); μ = 0 is plain SGD) on E = C + λ‖z‖₁ + ‖z − z̃‖²; then Adam on E(y, ž)
+  with ž fixed. The defaults are experiments/target_prop.py's."""
 
-  def __init__(self, *, inner_steps=20, inner_lr=0.05, l1=0.05, d_weight=1.0, hidden=256,
-               latent=64, d_in=784, lr=1e-3, seed=0):
+  def __init__(self, *, inner_steps=20, inner_lr=0.02, inner_momentum=0.9, l1=0.05,
+               d_weight=1.0, hidden=256, latent=64, d_in=784, lr=1e-3, seed=0):
     import torch
     from torch import nn
 
     torch.manual_seed(seed)
     self.torch = torch
     self.inner_steps, self.inner_lr, self.l1, self.d_weight = inner_steps, inner_lr, l1, d_weight
+    self.inner_momentum = inner_momentum
     self.encoder = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, latent))
     self.decoder = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, d_in),
                                  nn.Sigmoid())
@@ -97,11 +100,13 @@ class TorchTargetProp:
   def infer(self, y, z_tilde, trace=None):
     torch = self.torch
     z = z_tilde.detach().clone().requires_grad_(True)
+    velocity = torch.zeros_like(z)
     for _ in range(self.inner_steps):
       e = self.energy(y, z, z_tilde.detach()).sum()
       (g,) = torch.autograd.grad(e, z)
       with torch.no_grad():
-        z -= self.inner_lr * g
+        velocity = g + self.inner_momentum * velocity
+        z -= self.inner_lr * (g + self.inner_momentum * velocity)
       if trace is not None:
         trace.append(float(e) / y.shape[0])
     return z.detach()
