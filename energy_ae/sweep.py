@@ -185,6 +185,62 @@ def _host_list(value) -> float | list:
   return float(value) if np.ndim(value) == 0 else np.asarray(value, float).tolist()
 
 
+class SweepSetup(NamedTuple):
+  """What the sweep's step needs, built one way for the loop and the benchmark."""
+
+  initial: list  # each variant's initial train state, on the host
+  build: object  # build(value) -> (model, optimiser), traceable in the value
+  values: jax.Array  # (V,) the swept values, replicated
+  data_keys: jax.Array  # (V, ...) key data of each variant's data order, replicated
+  step_keys: jax.Array
+  eval_keys: jax.Array
+  train_data: dict  # the training split's model inputs, replicated
+  step: object  # make_sweep_step(...)
+
+
+def setup_sweep_step(sweep: Sweep, config, mesh, dataset, *,
+                     batch_size: int | None = None) -> SweepSetup:
+  """Initial states, keys, replicated data and the jitted step of every variant; fails with
+  one line, before anything is written, when a value changes shapes or the model cannot
+  take the key traced."""
+  total_steps = train.num_steps(config.train, dataset)
+  example_shape = dataset.train["y"].shape[1:]
+  inputs = data_lib.model_inputs(dataset.train)
+  example = {k: jnp.asarray(v[:1]) for k, v in inputs.items()}
+  run_keys = [train.run_keys(c.seed) for c in sweep.configs]  # (init, data, step, eval)
+  initial = []
+  for c, keys in zip(sweep.configs, run_keys):
+    model = models.make(c, example_shape, dataset.value_range)
+    tx = train.make_optimizer(c.train, total_steps)
+    initial.append(jax.device_get(train.init_state(model, tx, keys[0], example)))
+  shapes = [jax.tree.map(np.shape, s) for s in initial]
+  for value, s in zip(sweep.values[1:], shapes[1:]):
+    if s != shapes[0]:
+      raise ValueError(f"config.sweep.key = {sweep.key!r}: the value {value!r} changes the "
+                       "shapes of the parameters; a sweep varies a scalar that does not")
+  build = _builder(sweep, example_shape, dataset.value_range, total_steps)
+  values = train.replicate(mesh, np.asarray(sweep.values, np.float32))
+  key_data = lambda i: train.replicate(mesh, np.stack(
+      [np.asarray(jax.random.key_data(k[i])) for k in run_keys]))
+  train_data = train.replicate(mesh, inputs)
+  step_fn = make_sweep_step(build, mesh, global_batch=batch_size or config.train.batch_size,
+                            binarize=config.data.get("binarize", "none"))
+  # Every variant's step traced once: a key the model reads as a Python number fails here.
+  num_train = dataset.train["y"].shape[0]
+  try:
+    jax.eval_shape(step_fn, train.replicate(mesh, _stack(initial)), train_data,
+                   jnp.zeros((len(initial), num_train), jnp.int32), 0, key_data(1), values)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+          jax.errors.TracerIntegerConversionError) as e:
+    raise _untraceable(sweep.key, config.model.name, e) from None
+  except (ValueError, TypeError) as e:  # a model's check or cast that met the traced value
+    if "Tracer" not in str(e):
+      raise
+    raise _untraceable(sweep.key, config.model.name, e) from None
+  return SweepSetup(initial, build, values, key_data(1), key_data(2), key_data(3), train_data,
+                    step_fn)
+
+
 def train_and_evaluate(config, workdir: str) -> list[dict[str, float]]:
   """Trains every variant of ``config.sweep`` at once; returns each one's last test metrics.
 
@@ -211,47 +267,15 @@ def train_and_evaluate(config, workdir: str) -> list[dict[str, float]]:
                      f"training examples of {dataset.name!r}")
   steps_per_epoch = data_lib.num_batches(num_train, tc.batch_size)
   total_steps = train.num_steps(tc, dataset)
-  example_shape = dataset.train["y"].shape[1:]
   logging.info("Sweep of %s over %s: %d variants trained together, %d steps each, on %d "
                "device(s)", config.model.name, sweep.key, num_variants, total_steps, mesh.size)
 
   with phases("data"):
-    inputs = data_lib.model_inputs(dataset.train)
-    example = {k: jnp.asarray(v[:1]) for k, v in inputs.items()}
-    run_keys = [train.run_keys(c.seed) for c in sweep.configs]  # (init, data, step, eval)
-    initial = []
-    for c, keys in zip(sweep.configs, run_keys):
-      model = models.make(c, example_shape, dataset.value_range)
-      tx = train.make_optimizer(c.train, total_steps)
-      initial.append(jax.device_get(train.init_state(model, tx, keys[0], example)))
-    shapes = [jax.tree.map(np.shape, s) for s in initial]
-    for value, s in zip(sweep.values[1:], shapes[1:]):
-      if s != shapes[0]:
-        raise ValueError(f"config.sweep.key = {sweep.key!r}: the value {value!r} changes the "
-                         "shapes of the parameters; a sweep varies a scalar that does not")
-    build = _builder(sweep, example_shape, dataset.value_range, total_steps)
-    values = train.replicate(mesh, np.asarray(sweep.values, np.float32))
-    key_data = lambda i: train.replicate(mesh, np.stack(
-        [np.asarray(jax.random.key_data(k[i])) for k in run_keys]))
-    data_keys, step_keys, eval_keys = key_data(1), key_data(2), key_data(3)
-    train_data = train.replicate(mesh, inputs)
+    setup = setup_sweep_step(sweep, config, mesh, dataset)
     test_data = train.replicate(mesh, data_lib.model_inputs(dataset.test))
-
-  step_fn = make_sweep_step(build, mesh, global_batch=tc.batch_size,
-                            binarize=config.data.get("binarize", "none"))
-  # Every variant's step traced once, before any run directory is written: a key the model
-  # reads as a Python number fails here, with one clear line.
-  model_name = config.model.name
-  try:
-    jax.eval_shape(step_fn, train.replicate(mesh, _stack(initial)), train_data,
-                   jnp.zeros((num_variants, num_train), jnp.int32), 0, data_keys, values)
-  except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
-          jax.errors.TracerIntegerConversionError) as e:
-    raise _untraceable(sweep.key, model_name, e) from None
-  except (ValueError, TypeError) as e:  # a model's check or cast that met the traced value
-    if "Tracer" not in str(e):
-      raise
-    raise _untraceable(sweep.key, model_name, e) from None
+  initial, build, values, step_fn = setup.initial, setup.build, setup.values, setup.step
+  data_keys, step_keys, eval_keys = setup.data_keys, setup.step_keys, setup.eval_keys
+  train_data = setup.train_data
 
   managers = [checkpoints.Manager(os.path.join(d, "checkpoints"),
                                   max_to_keep=tc.get("checkpoints_to_keep", 3))

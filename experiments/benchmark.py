@@ -28,6 +28,7 @@ import os
 import platform
 import resource
 import time
+from typing import NamedTuple
 
 from absl import app, flags
 
@@ -42,8 +43,11 @@ from experiments.torch_models import TorchTargetProp, TorchVAE, torch_available
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON results.")
 flags.DEFINE_bool("quick", False, "Fewer repeats and no parity training (a smoke test).")
-flags.DEFINE_float("min_time", 1.0, "Seconds each timing runs for (best of --repeats).")
-flags.DEFINE_integer("repeats", 3, "Timings per measurement; the best is kept.")
+flags.DEFINE_float("min_time", 1.0, "Seconds each timing runs for (median of --repeats).")
+flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is reported, with the "
+                     "lowest and highest.")
+flags.DEFINE_bool("end_to_end", True, "Also time the 60-epoch VAE CLI run against the PyTorch "
+                  "script, as whole processes (about 2 minutes).")
 
 DEFAULT_CONFIGS = ("ellipse", "target_prop", "ae", "dae", "cae", "vae")
 
@@ -53,8 +57,19 @@ DEFAULT_CONFIGS = ("ellipse", "target_prop", "ae", "dae", "cae", "vae")
 # ----------------------------------------------------------------------------
 
 
-def best_rate(run_steps, *, min_time: float, repeats: int) -> float:
-  """Steps per second: best of ``repeats`` timings of at least ``min_time`` seconds each.
+class Rate(NamedTuple):
+  """Steps per second over ``repeats`` timings: the median, and the lowest and highest."""
+
+  median: float
+  low: float
+  high: float
+
+  def scaled(self, factor: float) -> Rate:
+    return Rate(self.median * factor, self.low * factor, self.high * factor)
+
+
+def rate_stats(run_steps, *, min_time: float, repeats: int) -> Rate:
+  """Steps per second: ``repeats`` timings of at least ``min_time`` seconds each.
 
   ``run_steps(n)`` runs n steps and blocks until they are done.
   """
@@ -73,7 +88,7 @@ def best_rate(run_steps, *, min_time: float, repeats: int) -> float:
     start = time.perf_counter()
     run_steps(n)
     rates.append(n / (time.perf_counter() - start))
-  return max(rates)
+  return Rate(float(np.median(rates)), min(rates), max(rates))
 
 
 def matmul_gflops(*, min_time: float, repeats: int, size: int = 2048) -> float:
@@ -89,7 +104,7 @@ def matmul_gflops(*, min_time: float, repeats: int, size: int = 2048) -> float:
       out = matmul(a, b)
     out.block_until_ready()
 
-  return 2 * size**3 * best_rate(run, min_time=min_time, repeats=repeats) / 1e9
+  return 2 * size**3 * rate_stats(run, min_time=min_time, repeats=repeats).median / 1e9
 
 
 def dense_flops(widths: list[int]) -> int:
@@ -180,7 +195,7 @@ def _memory_estimate(step, args) -> dict[str, float]:
           "output_mib": mib(analysis.output_size_in_bytes)}
 
 
-def torch_rate(model, y_all: np.ndarray, batch_size: int, *, min_time, repeats) -> float:
+def torch_rate(model, y_all: np.ndarray, batch_size: int, *, min_time, repeats) -> Rate:
   torch = model.torch
   torch.set_num_threads(os.cpu_count() or 1)
   y_all = torch.from_numpy(np.asarray(y_all, np.float32))
@@ -194,7 +209,11 @@ def torch_rate(model, y_all: np.ndarray, batch_size: int, *, min_time, repeats) 
       model.step(y_all[perm[i * batch_size:(i + 1) * batch_size]])
       state["i"] += 1
 
-  return best_rate(run, min_time=min_time, repeats=repeats)
+  return rate_stats(run, min_time=min_time, repeats=repeats)
+
+
+def _spread(rate: Rate) -> list[float]:
+  return [round(rate.low, 1), round(rate.high, 1)]
 
 
 # ----------------------------------------------------------------------------
@@ -205,18 +224,22 @@ def torch_rate(model, y_all: np.ndarray, batch_size: int, *, min_time, repeats) 
 def bench_step(name, config, batch_size, flops_per_example, torch_model, peak, *, min_time,
                repeats, y_train):
   project = ProjectStep(config, batch_size)
-  rate = best_rate(project.run, min_time=min_time, repeats=repeats) * batch_size
+  stats = rate_stats(project.run, min_time=min_time, repeats=repeats).scaled(batch_size)
+  rate = stats.median
   plain = ProjectStep(config, batch_size, data_parallel=False)
-  plain_rate = best_rate(plain.run, min_time=min_time, repeats=repeats) * batch_size
-  torch_rate_ = (torch_rate(torch_model(), y_train, batch_size, min_time=min_time,
-                            repeats=repeats) * batch_size if torch_model else None)
+  plain_rate = rate_stats(plain.run, min_time=min_time, repeats=repeats).median * batch_size
+  torch_stats = (torch_rate(torch_model(), y_train, batch_size, min_time=min_time,
+                            repeats=repeats).scaled(batch_size) if torch_model else None)
+  torch_rate_ = torch_stats.median if torch_stats else None
   gflops = rate * flops_per_example / 1e9
   row = {
       "model": name, "batch_size": batch_size,
       "samples_per_s": round(rate, 1),
+      "samples_per_s_range": _spread(stats),
       "plain_jit_samples_per_s": round(plain_rate, 1),
       "shard_map_overhead": round(plain_rate / rate - 1.0, 4),
       "torch_samples_per_s": round(torch_rate_, 1) if torch_rate_ else None,
+      "torch_samples_per_s_range": _spread(torch_stats) if torch_stats else None,
       "speedup_vs_torch": round(rate / torch_rate_, 2) if torch_rate_ else None,
       "gflops": round(gflops, 1),
       "torch_gflops": round(torch_rate_ * flops_per_example / 1e9, 1) if torch_rate_ else None,
@@ -262,13 +285,122 @@ def bench_inner_loop(y: np.ndarray, *, num_steps: int, min_time: float) -> list[
         target_prop.infer(nets, params, batch, num_steps=num_steps)[3], axis=1))
 
     trace = np.asarray(run(params, batch))
-    seconds = 1.0 / best_rate(lambda n: [run(params, batch).block_until_ready()  # noqa: B023
-                                         for _ in range(n)], min_time=min_time, repeats=3)
+    seconds = 1.0 / rate_stats(lambda n: [run(params, batch).block_until_ready()  # noqa: B023
+                                          for _ in range(n)], min_time=min_time,
+                               repeats=3).median
     rows.append({"inner_optimizer": optimizer, "inner_lr": nets.inner_lr,
                  "ms_per_inner_step": round(1e3 * seconds / num_steps, 3),
                  "at_steps": at_steps, "energy": [round(float(trace[s]), 3) for s in at_steps]})
     print(json.dumps(rows[-1]), flush=True)
   return rows
+
+
+class SweepRun:
+  """The sweep's step (``energy_ae.sweep``) of ``config`` over ``key`` = ``values``, built as
+  ``sweep.train_and_evaluate`` builds it, on one device."""
+
+  def __init__(self, config, key: str, values, batch_size: int):
+    import tempfile
+
+    from energy_ae import sweep
+
+    config = common.apply_overrides(config, {"sweep.key": key, "sweep.values": tuple(values)})
+    plan = sweep.plan(config, tempfile.gettempdir())  # the directories are never written
+    mesh = train.make_mesh(jax.devices()[:1])
+    dataset = data_lib.load(config.data)
+    setup = sweep.setup_sweep_step(plan, config, mesh, dataset, batch_size=batch_size)
+    self.step, self.data, self.values = setup.step, setup.train_data, setup.values
+    self.keys = setup.step_keys
+    self.state = train.replicate(mesh, jax.tree.map(lambda *xs: np.stack(xs), *setup.initial))
+    num_train = dataset.train["y"].shape[0]
+    self.perms = train.replicate(mesh, np.stack([np.asarray(data_lib.epoch_permutation(
+        jax.random.key(i), 0, num_train)) for i in range(len(values))]))
+    self.batches, self.batch_size, self.i = num_train // batch_size, batch_size, 0
+    self.run(1)
+
+  def run(self, n: int):
+    metrics = None
+    for _ in range(n):
+      offset = (self.i % self.batches) * self.batch_size
+      self.state, metrics = self.step(self.state, self.data, self.perms, offset, self.keys,
+                                      self.values)
+      self.i += 1
+    jax.block_until_ready((self.state, metrics))
+
+
+def bench_sweep(single_row: dict, *, sweep_size: int, min_time: float, repeats: int) -> dict:
+  """The VAE at batch 32 as a sweep of ``sweep_size`` seeds in one step, against the same
+  step run for each variant in turn (the single step's rate, measured above in this run)
+  and against PyTorch's step."""
+  batch = single_row["batch_size"]
+  run = SweepRun(experiment_config("vae"), "seed", range(sweep_size), batch)
+  stats = rate_stats(run.run, min_time=min_time, repeats=repeats).scaled(batch * sweep_size)
+  torch_rate_ = single_row["torch_samples_per_s"]
+  row = {
+      "model": "vae", "batch_size": batch, "sweep_size": sweep_size,
+      "samples_per_s": round(stats.median, 1),  # summed over the variants
+      "samples_per_s_range": _spread(stats),
+      "sequential_samples_per_s": single_row["samples_per_s"],
+      "speedup_vs_sequential": round(stats.median / single_row["samples_per_s"], 2),
+      "torch_samples_per_s": torch_rate_,
+      "speedup_vs_torch": round(stats.median / torch_rate_, 2) if torch_rate_ else None,
+  }
+  print(json.dumps(row), flush=True)
+  return row
+
+
+def _timed_process(argv: list[str], env: dict | None = None) -> tuple[float, dict]:
+  """Wall seconds of ``python ARGV`` as a whole process, and its last JSON line (if any)."""
+  import subprocess
+  import sys
+
+  start = time.perf_counter()
+  proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
+                        env=dict(os.environ, **(env or {})), check=False)
+  seconds = time.perf_counter() - start
+  if proc.returncode:
+    raise RuntimeError(f"python {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+  last = {}
+  for line in proc.stdout.splitlines()[::-1]:
+    if line.startswith("{"):
+      last = json.loads(line)
+      break
+  return seconds, last
+
+
+def bench_vae_cli(*, epochs: int) -> dict:
+  """Time to result, whole processes: ``experiments.run`` of the default VAE for ``epochs``
+  epochs (its evaluations, probes and checkpoints included) with an empty compilation cache
+  and again with the cache the first run filled, against ``experiments.torch_vae_run`` (the
+  same training and test nelbo / importance-weighted evaluations, PyTorch eager)."""
+  import tempfile
+
+  from energy_ae.metrics_io import read_metrics
+
+  with tempfile.TemporaryDirectory() as tmp:
+    def jax_run(name: str, cache: str) -> tuple[float, float]:
+      workdir = os.path.join(tmp, name)
+      seconds, _ = _timed_process(
+          ["-m", "experiments.run", "--config=experiments/vae.py", f"--workdir={workdir}",
+           f"--config.train.num_epochs={epochs}", "--config.train.progress=False",
+           f"--config.compilation_cache_dir={cache}"], env={"JAX_COMPILATION_CACHE_DIR": ""})
+      test = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))
+              if r["split"] == "test"]
+      return seconds, test[-1]["nelbo"]
+
+    cache = os.path.join(tmp, "cache")
+    cold, nelbo = jax_run("cold", cache)
+    warm, _ = jax_run("warm", cache)
+    torch_s, torch_out = _timed_process(["-m", "experiments.torch_vae_run", f"--epochs={epochs}"])
+  row = {
+      "model": "vae_cli", "epochs": epochs, "seconds": round(cold, 2),
+      "seconds_warm_cache": round(warm, 2), "nelbo": round(nelbo, 2),
+      "torch_seconds": round(torch_s, 2), "torch_nelbo": torch_out.get("nelbo"),
+      "speedup_vs_torch": round(torch_s / cold, 2),
+      "speedup_vs_torch_warm_cache": round(torch_s / warm, 2),
+  }
+  print(json.dumps(row), flush=True)
+  return row
 
 
 def vae_parity(*, epochs: int) -> dict:
@@ -323,6 +455,7 @@ def main(argv):
     results.append(bench_step("vae", experiment_config("vae"), batch_size,
                               vae_flops_per_example(), TorchVAE if have_torch else None, peak,
                               min_time=min_time, repeats=repeats, y_train=y_train))
+  results.append(bench_sweep(results[0], sweep_size=8, min_time=min_time, repeats=repeats))
   tp_config = experiment_config("target_prop")
   results.append(bench_step(
       "target_prop", tp_config, 256, target_prop_flops_per_example(tp_config.model.inner_steps),
@@ -345,6 +478,8 @@ def main(argv):
 
     out["machine"]["torch"] = torch.__version__
     out["vae_parity"] = vae_parity(epochs=2 if FLAGS.quick else 20)
+    if FLAGS.end_to_end:
+      results.append(bench_vae_cli(epochs=2 if FLAGS.quick else 60))
   out["peak_rss_mib"] = round(peak_rss_mib(), 1)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w") as f:

@@ -17,9 +17,20 @@ def test_quick_benchmark_writes_every_documented_field(tmp_path):
   result = json.loads(out.read_text())
   assert result["matmul_gflops"] > 0
   rows = result["results"]
-  assert [(r["model"], r["batch_size"]) for r in rows] == [
-      ("vae", 32), ("vae", 256), ("vae", 1024), ("target_prop", 256)]
-  assert all(ROW_KEYS <= set(r) and r["samples_per_s"] > 0 for r in rows)
+  steps = [r for r in rows if r["model"] != "vae_cli"]
+  assert [(r["model"], r["batch_size"], r.get("sweep_size")) for r in steps] == [
+      ("vae", 32, None), ("vae", 256, None), ("vae", 1024, None), ("vae", 32, 8),
+      ("target_prop", 256, None)]
+  assert all(ROW_KEYS <= set(r) and r["samples_per_s"] > 0 for r in steps if "sweep_size" not in r)
+  for r in steps:  # median of the repeats, within their range
+    low, high = r["samples_per_s_range"]
+    assert low <= r["samples_per_s"] <= high, r
+  sweep = steps[3]
+  assert sweep["speedup_vs_sequential"] == round(sweep["samples_per_s"] / steps[0]["samples_per_s"],
+                                                 2)
+  if result["machine"].get("torch"):  # the end-to-end row needs the PyTorch script
+    cli = [r for r in rows if r["model"] == "vae_cli"]
+    assert len(cli) == 1 and cli[0]["seconds"] > 0 and cli[0]["torch_seconds"] > 0, cli
   assert {r["config"] for r in result["first_steps"]} == {
       "ellipse", "target_prop", "ae", "dae", "cae", "vae"}
   assert {r["inner_optimizer"] for r in result["inner_loop"]} == {
