@@ -136,7 +136,7 @@ def _untraceable(key: str, model_name: str, error: Exception) -> ValueError:
       "the vae, model.contractive_weight of the cae); or train the values as separate runs")
 
 
-def make_sweep_step(build, mesh, *, global_batch: int, binarize: str):
+def make_sweep_step(build, mesh, *, global_batch: int, binarize: str, rollback: bool = False):
   """``step(states, data, perms, offset, keys, values) -> (states, metrics)``: one optimiser
   step of every variant (states and metrics stacked along axis 0), jitted, states donated;
   ``perms`` (V, N) and ``keys`` (V,) key data, ``values`` (V,) the swept values."""
@@ -147,7 +147,7 @@ def make_sweep_step(build, mesh, *, global_batch: int, binarize: str):
     def one(state, perm, key, value):
       model, tx = build(value)
       step = train.device_step(model, tx, local_batch=local_batch, binarize=binarize,
-                               data_parallel=True, collectives=collectives)
+                               data_parallel=True, collectives=collectives, rollback=rollback)
       return step(state, data, perm, offset, jax.random.wrap_key_data(key))
 
     return jax.vmap(one)(states, perms, keys, values)
@@ -224,7 +224,8 @@ def setup_sweep_step(sweep: Sweep, config, mesh, dataset, *,
       [np.asarray(jax.random.key_data(k[i])) for k in run_keys]))
   train_data = train.replicate(mesh, inputs)
   step_fn = make_sweep_step(build, mesh, global_batch=batch_size or config.train.batch_size,
-                            binarize=config.data.get("binarize", "none"))
+                            binarize=config.data.get("binarize", "none"),
+                            rollback=train.skips_nonfinite(config))
   # Every variant's step traced once: a key the model reads as a Python number fails here.
   num_train = dataset.train["y"].shape[0]
   try:

@@ -225,8 +225,9 @@ def test_parameters_that_overflow_are_never_applied_or_checkpointed(tmp_path, mo
   config.train.checkpoint_every = 1
   config.train.linear_probe = False
   with pytest.raises(train.TrainingError, match=r"non-finite values at step 1: the updated "
-                                               r"parameters or optimiser state .*; the state was "
-                                               r"not updated; no checkpoint was saved yet"):
+                                               r"parameters or optimiser state .*; the run "
+                                               r"stopped there, before that state was evaluated "
+                                               r"or saved; no checkpoint was saved yet"):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   assert not os.listdir(tmp_path / "run" / "checkpoints")
 
