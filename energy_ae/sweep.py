@@ -253,8 +253,9 @@ def train_and_evaluate(config, workdir: str) -> list[dict[str, float]]:
   sweep = plan(config, workdir)
   tc = config.train
   if tc.get("steps_per_dispatch", 1) != 1:
-    raise ValueError("config.train.steps_per_dispatch must be 1 in a sweep (the variants "
-                     "already share each dispatch)")
+    raise ValueError(f"config.train.steps_per_dispatch = {tc.steps_per_dispatch}: a sweep "
+                     "runs one step of every variant per dispatch; set "
+                     "--config.train.steps_per_dispatch=1")
   num_variants = len(sweep.values)
   is_main = jax.process_index() == 0
   phases = train.PhaseTimer()

@@ -41,7 +41,10 @@ def get_config(arg: str | None = None):
   config.model.kl_warmup_steps = 0  # β rises linearly from 0 over this many steps (0: none)
   config.model.iw_samples = 100  # k of the importance-weighted −log p(y) at evaluation
   config.model.iw_samples_final = 0  # k at the final evaluation (0: iw_samples)
-  config.model.iw_chunk = 100
+  # Samples per chunk of the estimator: eval_batch_size × iw_chunk = 10,000 decoder rows at
+  # a time fit the CPU's caches (0.43 s per evaluation of the 1,000 test digits at k = 100,
+  # 0.62 s with chunks of 100, measured).
+  config.model.iw_chunk = 20
   config.model.active_units_threshold = 0.01  # Cov_y(E_q[z_j]) above it: an active unit
   if arg == "quick":
     common.quick(config)

@@ -49,6 +49,9 @@ def get_config(arg: str | None = None):
   config.train.learning_rate = 1e-3
   config.train.lr_schedule = "burda"  # 3^i epochs at 1e-3·10^(−i/7)
   config.train.log_every = 200
+  # 20 steps per compiled call: the same run as 1 (tested), ~10% faster at batch 20 (train
+  # time of 2,000 steps, median of 5: 2.12 s vs 2.36 s on 2 CPU cores); a sweep needs 1.
+  config.train.steps_per_dispatch = 20
   config.train.eval_every = 2000  # 10 epochs
   config.train.checkpoint_every = 2000
   config.model.name = "vae"
