@@ -455,6 +455,14 @@ def main(argv):
     results.append(bench_step("vae", experiment_config("vae"), batch_size,
                               vae_flops_per_example(), TorchVAE if have_torch else None, peak,
                               min_time=min_time, repeats=repeats, y_train=y_train))
+  # The rollback of non-finite steps (train.on_nonfinite = skip) against the default (stop).
+  skip_config = experiment_config("vae")
+  skip_config.train.on_nonfinite = "skip"
+  skip_row = bench_step("vae", skip_config, 32, vae_flops_per_example(), None, peak,
+                        min_time=min_time, repeats=repeats, y_train=y_train)
+  skip_row["on_nonfinite"] = "skip"
+  skip_row["relative_to_stop"] = round(skip_row["samples_per_s"] / results[0]["samples_per_s"], 3)
+  results.append(skip_row)
   results.append(bench_sweep(results[0], sweep_size=8, min_time=min_time, repeats=repeats))
   tp_config = experiment_config("target_prop")
   results.append(bench_step(

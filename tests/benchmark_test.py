@@ -19,13 +19,15 @@ def test_quick_benchmark_writes_every_documented_field(tmp_path):
   rows = result["results"]
   steps = [r for r in rows if r["model"] != "vae_cli"]
   assert [(r["model"], r["batch_size"], r.get("sweep_size")) for r in steps] == [
-      ("vae", 32, None), ("vae", 256, None), ("vae", 1024, None), ("vae", 32, 8),
-      ("target_prop", 256, None)]
-  assert all(ROW_KEYS <= set(r) and r["samples_per_s"] > 0 for r in steps if "sweep_size" not in r)
+      ("vae", 32, None), ("vae", 256, None), ("vae", 1024, None), ("vae", 32, None),
+      ("vae", 32, 8), ("target_prop", 256, None)]
+  assert steps[3]["on_nonfinite"] == "skip"
+  assert all(ROW_KEYS <= set(r) and r["samples_per_s"] > 0 for r in steps
+             if "sweep_size" not in r and "on_nonfinite" not in r)
   for r in steps:  # median of the repeats, within their range
     low, high = r["samples_per_s_range"]
     assert low <= r["samples_per_s"] <= high, r
-  sweep = steps[3]
+  sweep = steps[4]
   assert sweep["speedup_vs_sequential"] == round(sweep["samples_per_s"] / steps[0]["samples_per_s"],
                                                  2)
   if result["machine"].get("torch"):  # the end-to-end row needs the PyTorch script
