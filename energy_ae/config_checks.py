@@ -58,6 +58,7 @@ RULES = (
     Rule("seed", _int(0), "be an integer >= 0"),
     Rule("compilation_cache_dir", _str, "be a directory (or empty: no cache)"),
     Rule("compilation_cache_min_seconds", _number(0), "be finite and >= 0"),
+    Rule("compilation_cache_max_gb", _number(0, strict=True), "be > 0"),
     Rule("train.optimizer_kwargs", lambda v: hasattr(v, "items"),
          "be a mapping of keyword arguments of the optimiser (or empty)"),
     Rule("data.name", lambda v: isinstance(v, str) and bool(v), "name a data set"),

@@ -112,6 +112,9 @@ def enable_compilation_cache(config) -> str | None:
   jax.config.update("jax_compilation_cache_dir", directory)
   jax.config.update("jax_persistent_cache_min_compile_time_secs",
                     float(config.get("compilation_cache_min_seconds", 0.0)))
+  # Bounded (least recently used entries go first); a run's programs take a few MB.
+  jax.config.update("jax_compilation_cache_max_size",
+                    int(config.get("compilation_cache_max_gb", 1.0) * 1e9))
   return directory
 
 

@@ -39,6 +39,7 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # loads its compiled programs. The JAX_COMPILATION_CACHE_DIR environment variable wins.
   config.compilation_cache_dir = "~/.cache/energy_ae/jax"
   config.compilation_cache_min_seconds = 0.0  # cache programs that compiled faster than this too
+  config.compilation_cache_max_gb = 1.0  # the cache's size bound (least recently used go first)
 
   config.data = ml_collections.ConfigDict()
   config.data.name = "mnist5k"
