@@ -12,7 +12,10 @@ gradients as in a single run.
 
 Variant v is the run of the config with ``key = values[v]``: the same initial parameters,
 data order and noise as that run alone (a ``seed`` sweep gives each its own), the same
-metrics to float rounding. Each writes its own run directory ``WORKDIR/sweep/<key>=<value>``
+metrics to float rounding. A non-finite step of any variant ends the sweep as it ends a run
+(``train.on_nonfinite``: at once, or after ``max_consecutive_nonfinite`` skipped steps in a row
+of that variant): a diverging variant calls for other values, not for training the others on.
+Each writes its own run directory ``WORKDIR/sweep/<key>=<value>``
 (``metrics.jsonl``, ``config.json`` with its value, Orbax checkpoints), so that the tools
 (``experiments.compare WORKDIR/sweep/*``, ``experiments.sample``, ``train.restore_run``)
 read a variant as any run; the sweep resumes from the newest step every variant has saved.
@@ -77,6 +80,10 @@ def plan(config, workdir: str) -> Sweep:
   """The variants of ``config.sweep``, each config checked as a run of its own would be."""
   key = sweep_key(config)
   values = tuple(config.sweep.get("values", ()))
+  if key not in TRAINER_KEYS and not key.startswith("model."):
+    raise ValueError(f"config.sweep.key = {key!r}: a sweep varies {', '.join(TRAINER_KEYS)} or a "
+                     "model.* key; the loop reads the other train.* and data.* keys once for "
+                     "all variants (batch size, epochs, schedule), so train those as separate runs")
   try:
     current = _get(config, key)
   except KeyError:
@@ -285,9 +292,10 @@ def train_and_evaluate(config, workdir: str) -> list[dict[str, float]]:
   writers = []
   try:
     # Resume from the newest step every variant saved (a sweep stopped while saving has
-    # some variants one checkpoint ahead; they go back to the common one).
-    latest = [m.latest_step() for m in managers]
-    common = None if None in latest else min(latest)
+    # some variants one checkpoint ahead; they go back to the common one, which they keep
+    # unless checkpoints_to_keep = 1: then the sweep starts over).
+    shared = set.intersection(*(set(m.all_steps()) for m in managers))
+    common = max(shared) if shared else None
     with phases("checkpoint"):
       restored = [m.restore_latest(s, step=common) if common is not None else s
                   for m, s in zip(managers, initial)]
@@ -377,7 +385,7 @@ def _loop(config, sweep, dataset, mesh, replicated, state, start_step, total_ste
     last = "no checkpoint was saved yet" if saved is None else f"the last checkpoint (step {saved})"
     return f"{last} and every variant's metrics.jsonl are intact"
 
-  guards = [train.NonFiniteGuard(skip=tc.get("on_nonfinite", "stop") == "skip",
+  guards = [train.NonFiniteGuard(skip=train.skips_nonfinite(config),
                                  max_consecutive=tc.get("max_consecutive_nonfinite", 10),
                                  total=int((w.last.get("train") or {}).get("nonfinite_steps", 0)),
                                  intact=intact) for w in writers]

@@ -662,7 +662,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
     last = "no checkpoint was saved yet" if saved is None else f"the last checkpoint (step {saved})"
     return f"{last} and metrics.jsonl are intact"
 
-  guard = NonFiniteGuard(skip=tc.get("on_nonfinite", "stop") == "skip",
+  guard = NonFiniteGuard(skip=skips_nonfinite(config),
                          max_consecutive=tc.get("max_consecutive_nonfinite", 10),
                          total=int(previous_train.get("nonfinite_steps", 0)), intact=intact)
 

@@ -461,9 +461,10 @@ def main(argv):
   skip_row = bench_step("vae", skip_config, 32, vae_flops_per_example(), None, peak,
                         min_time=min_time, repeats=repeats, y_train=y_train)
   skip_row["on_nonfinite"] = "skip"
-  skip_row["relative_to_stop"] = round(skip_row["samples_per_s"] / results[0]["samples_per_s"], 3)
+  vae_32 = next(r for r in results if r["model"] == "vae" and r["batch_size"] == 32)
+  skip_row["relative_to_stop"] = round(skip_row["samples_per_s"] / vae_32["samples_per_s"], 3)
   results.append(skip_row)
-  results.append(bench_sweep(results[0], sweep_size=8, min_time=min_time, repeats=repeats))
+  results.append(bench_sweep(vae_32, sweep_size=8, min_time=min_time, repeats=repeats))
   tp_config = experiment_config("target_prop")
   results.append(bench_step(
       "target_prop", tp_config, 256, target_prop_flops_per_example(tp_config.model.inner_steps),

@@ -92,8 +92,8 @@ def main(argv):
   logging.info("JAX process %d of %d; local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
   logging.info("Workdir: %s", workdir)
-  rounded = lambda metrics: {k: round(v, 4) if isinstance(v, float) else v
-                             for k, v in metrics.items() if k != "kl_per_dim"}
+  rounded = lambda metrics: {k: round(v, 4) for k, v in metrics.items()
+                             if isinstance(v, float)}  # vectors (kl_per_dim): metrics.jsonl
   if sweep.sweep_key(config):
     finals = sweep.train_and_evaluate(config, workdir)
     for value, final in zip(sweep.plan(config, workdir).values, finals):

@@ -49,8 +49,9 @@ def get_config(arg: str | None = None):
   config.train.learning_rate = 1e-3
   config.train.lr_schedule = "burda"  # 3^i epochs at 1e-3·10^(−i/7)
   config.train.log_every = 200
-  # 20 steps per compiled call: the same run as 1 (tested), ~10% faster at batch 20 (train
-  # time of 2,000 steps, median of 5: 2.12 s vs 2.36 s on 2 CPU cores); a sweep needs 1.
+  # 20 steps per compiled call: the same run as 1 (tested), ~10% faster at batch 20 (train_s
+  # of the timing record of --config.train.num_epochs=10 runs with steps_per_dispatch 20 and 1,
+  # median of 5 each: 2.12 s vs 2.36 s on 2 CPU cores); a sweep needs 1.
   config.train.steps_per_dispatch = 20
   config.train.eval_every = 2000  # 10 epochs
   config.train.checkpoint_every = 2000
@@ -70,7 +71,7 @@ def get_config(arg: str | None = None):
   config.model.kl_warmup_steps = 0
   config.model.iw_samples = 100  # k of nll_iw at the evaluations during training
   config.model.iw_samples_final = 5000  # the literature's k at the final evaluation
-  config.model.iw_chunk = 100
+  config.model.iw_chunk = 100  # as RESULTS.md was computed (20 is faster on a CPU, vae.py)
   config.model.active_units_threshold = 0.01  # Burda et al.'s
   if arg == "quick":
     common.quick(config, num_epochs=1)

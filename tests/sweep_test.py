@@ -113,6 +113,9 @@ def test_sweep_on_two_devices_equals_one_device_and_bad_sweeps_are_one_line(tmp_
       (["--config.sweep.key=model.free_bits", "--config.sweep.values=0,0.5"],
        "config.sweep.key = 'model.free_bits' cannot be swept in one step: the vae model reads it "
        "as a Python number when it is built"),
+      (["--config.sweep.key=train.batch_size", "--config.sweep.values=16,64"],
+       "config.sweep.key = 'train.batch_size': a sweep varies seed, train.learning_rate or a "
+       "model.* key"),
       (["--config.sweep.key=model.betta", "--config.sweep.values=1,2"],
        "config.sweep.key = 'model.betta': the config has no such key"),
       (["--config.sweep.key=model.likelihood", "--config.sweep.values=1,2"],
