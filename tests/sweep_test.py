@@ -73,6 +73,7 @@ def test_each_variant_is_the_run_of_its_own_config(tmp_path, name, key, values):
   assert _differ(variants[0], variants[1], "loss")  # the values did change something
 
 
+@pytest.mark.slow
 def test_a_sweep_resumes_from_its_checkpoints_and_ends_where_one_run_ends(tmp_path):
   overrides = {"sweep.key": "model.beta", "sweep.values": (0.5, 2.0)}
   straight = _config("vae", **overrides)

@@ -1,9 +1,11 @@
-"""Working with trained runs through the CLI: experiments.compare and experiments.sample."""
+"""Working with trained runs through the CLI: experiments.compare, experiments.sample, the figures
+drawn from a given run, and experiments.results (slow)."""
 
 import csv
 
 import matplotlib.image as mpimg
 import numpy as np
+import pytest
 
 from conftest import run_python
 
@@ -57,6 +59,7 @@ def test_compare_sample_and_their_errors(tmp_path):
         "directory: it has no config.json")
 
 
+@pytest.mark.slow  # four quick trainings and a k = 50 final evaluation each
 def test_results_writes_mean_and_spread_of_the_final_records_and_reuses_runs(tmp_path):
   import json
   import re
