@@ -170,8 +170,8 @@ def make_sweep_eval(build, *, eval_batch: int, final: bool = False):
   def eval_step(params, values, data, offset, keys):
     def one(p, value, key):
       model = build(value)[0]
-      if final and "evaluate_final" in model.extras:
-        model = model._replace(evaluate=model.extras["evaluate_final"])
+      if final and model.evaluate_final is not None:
+        model = model._replace(evaluate=model.evaluate_final)
       return evaluation.eval_sums(model, p, data, offset, jax.random.wrap_key_data(key),
                                   eval_batch=eval_batch)
 
@@ -331,8 +331,8 @@ def _loop(config, sweep, dataset, mesh, replicated, state, start_step, total_ste
                                         dataset.value_range)
   model0 = concrete_model(0)
   split_fn = None
-  if "split_metrics" in model0.extras:
-    split_fn = jax.jit(jax.vmap(lambda p, value, key: build(value)[0].extras["split_metrics"](
+  if model0.split_metrics is not None:
+    split_fn = jax.jit(jax.vmap(lambda p, value, key: build(value)[0].split_metrics(
         p, test_data["y"], jax.random.fold_in(jax.random.wrap_key_data(key), 1))))
   permutations = jax.jit(jax.vmap(data_lib.epoch_permutation, in_axes=(0, None, None)),
                          static_argnums=2, out_shardings=replicated)

@@ -593,10 +593,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   eval_step = evaluation.make_eval_step(model, eval_batch=eval_batch)
   # A model may evaluate more expensively once at the end (a VAE's k = 5,000 importance
   # samples) and report metrics of the whole split (active units, mutual information).
-  final_model = (model._replace(evaluate=model.extras["evaluate_final"])
-                 if "evaluate_final" in model.extras else None)
-  split_metrics = (jax.jit(model.extras["split_metrics"]) if "split_metrics" in model.extras
-                   else None)
+  final_model = (model._replace(evaluate=model.evaluate_final)
+                 if model.evaluate_final is not None else None)
+  split_metrics = jax.jit(model.split_metrics) if model.split_metrics is not None else None
   permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2, out_shardings=replicated)
 
   # The linear probe (models with an encoder, data with labels): the ridge classifier on the

@@ -78,8 +78,8 @@ def test_the_trainer_writes_the_collapse_diagnostics_and_they_see_collapsed_late
   last["kernel"][:, collapsed] = 0.0
   last["bias"][collapsed] = 0.0
   y = jnp.asarray(dataset.test["y"][:200])
-  before = model.extras["split_metrics"](latest["params"], y, jax.random.key(0))
-  after = model.extras["split_metrics"](params, y, jax.random.key(0))
+  before = model.split_metrics(latest["params"], y, jax.random.key(0))
+  after = model.split_metrics(params, y, jax.random.key(0))
   np.testing.assert_array_equal(np.asarray(after["kl_per_dim"])[d // 2:], 0.0)
   np.testing.assert_allclose(np.asarray(after["kl_per_dim"])[:d // 2],
                              np.asarray(before["kl_per_dim"])[:d // 2], rtol=1e-6)

@@ -15,12 +15,14 @@ returns a ``Model`` of three pure functions:
   Bernoulli means are probabilities), shape (B, *example_shape) flattened as the data is.
 * ``reconstruct(params, y) -> ỹ`` (optional): decode(encode(y)) as the model reconstructs
   at test time (z = μ for a VAE, ž for target propagation).
+* ``evaluate_final`` (optional): like ``evaluate``, for the final evaluation only (e.g. a
+  VAE's k = 5,000 importance samples); None: ``evaluate``.
+* ``split_metrics(params, y, key) -> metrics`` (optional): metrics of a whole test split that
+  are not means over examples (scalars or vectors, e.g. a VAE's active units), computed at
+  every evaluation.
 * ``extras``: further public functions of one model, by name (a VAE's ``posterior``
-  (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools. Two
-  names the trainer uses: ``evaluate_final`` (like ``evaluate``, for the final evaluation
-  only: e.g. more importance samples) and ``split_metrics(params, y, key) -> metrics`` of a
-  whole test split that are not means over examples (scalars or vectors, e.g. a VAE's
-  active units), computed at every evaluation.
+  (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools; the
+  trainer reads none of them.
 
 During training ``batch`` holds ``y`` (and ``x`` for a conditional model) and ``step``, the
 optimiser step (a scalar) for schedules inside a loss such as a KL warm-up.
@@ -50,6 +52,8 @@ class Model(NamedTuple):
   decode: Callable[..., Any] | None = None
   reconstruct: Callable[..., Any] | None = None
   extras: Mapping[str, Callable[..., Any]] = {}
+  evaluate_final: Callable[..., Any] | None = None
+  split_metrics: Callable[..., Any] | None = None
 
 
 def model_names() -> list[str]:

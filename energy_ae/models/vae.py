@@ -246,9 +246,9 @@ def make(config, example_shape, value_range=None):
     return evaluate
 
   evaluate = make_evaluate(mc.iw_samples)
-  extras = {}
-  if mc.get("iw_samples_final", 0) and mc.iw_samples_final != mc.iw_samples:
-    extras["evaluate_final"] = make_evaluate(mc.iw_samples_final)
+  evaluate_final = (make_evaluate(mc.iw_samples_final)
+                    if mc.get("iw_samples_final", 0) and mc.iw_samples_final != mc.iw_samples
+                    else None)
 
   def split_metrics(params, y, key):
     """Posterior collapse over a split: KL per latent, active units, I_q(y; z)."""
@@ -293,9 +293,10 @@ def make(config, example_shape, value_range=None):
   def reconstruct(params, y):
     return decode(params, encode(params, y))
 
-  extras.update(posterior=posterior, iwae_bound=iwae_bound, split_metrics=split_metrics,
+  extras = dict(posterior=posterior, iwae_bound=iwae_bound,
                 kl_per_dim=lambda params, y: kl_per_dim(*posterior(params, y)))
-  return Model(init, loss, evaluate, encode, decode, reconstruct, extras=extras)
+  return Model(init, loss, evaluate, encode, decode, reconstruct, extras=extras,
+               evaluate_final=evaluate_final, split_metrics=split_metrics)
 
 
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
