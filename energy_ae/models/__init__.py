@@ -20,6 +20,15 @@ returns a ``Model`` of three pure functions:
 * ``split_metrics(params, y, key) -> metrics`` (optional): metrics of a whole test split that
   are not means over examples (scalars or vectors, e.g. a VAE's active units), computed at
   every evaluation.
+* ``free_energy(params, y[, x]) -> (F, ž)`` (optional): F(y) per example (F∞ or F_β) and the
+  inferred code, for a latent-variable energy model whose y can be sampled from exp(−β F(y))
+  (the ellipse; the horn at its x).
+* ``energy(params, y, z) -> E`` (optional): the energy E(y, z) per example of a model whose
+  (y, z) can be sampled jointly from exp(−β E(y, z)) (target propagation: C + R + D(z, Enc(y))).
+* ``corrupt(keys, y) -> ŷ`` (optional): a denoising model's corruption process (one key per
+  example), for the walk-back chain "corrupt, denoise, repeat".
+* ``sample_prior(params, key, num) -> z`` (optional): ``num`` codes from the model's prior
+  (a VAE's N(0, I)), to be decoded.
 * ``extras``: further public functions of one model, by name (a VAE's ``posterior``
   (μ, log v), target propagation's ``infer`` (z̃, ž)), for the figures and the tools; the
   trainer reads none of them.
@@ -54,6 +63,10 @@ class Model(NamedTuple):
   extras: Mapping[str, Callable[..., Any]] = {}
   evaluate_final: Callable[..., Any] | None = None
   split_metrics: Callable[..., Any] | None = None
+  free_energy: Callable[..., Any] | None = None
+  energy: Callable[..., Any] | None = None
+  corrupt: Callable[..., Any] | None = None
+  sample_prior: Callable[..., Any] | None = None
 
 
 def model_names() -> list[str]:

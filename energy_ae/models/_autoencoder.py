@@ -114,7 +114,7 @@ def make_autoencoder_model(config, example_shape, energy: energies.Energy, corru
     """W_h of a one-dense-layer encoder, (input, d); None for deeper encoders."""
     return quantities_kernel(params)
 
-  return Model(init, loss, evaluate, encode, decode, reconstruct,
+  return Model(init, loss, evaluate, encode, decode, reconstruct, corrupt=corrupt,
                extras={"encoder_kernel": kernel, "corrupt": corrupt})
 
 

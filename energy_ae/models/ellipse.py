@@ -168,6 +168,6 @@ def make(config, example_shape) -> Model:
   def decode_fn(params, z):
     return decode(params["w"], z)
 
-  return Model(init, loss, evaluate, decode=decode_fn,
+  return Model(init, loss, evaluate, decode=decode_fn, free_energy=free_energy,
                extras={"free_energy": free_energy, "energy": lambda params, y: energy_fn(
                    params["w"], y)})

@@ -137,6 +137,6 @@ def make(config, example_shape) -> Model:
 
   # decode and reconstruct read x too; reconstruct stays out of Model.reconstruct(params, y),
   # whose callers know nothing of x.
-  return Model(init, loss, evaluate, decode=decode_fn,
+  return Model(init, loss, evaluate, decode=decode_fn, free_energy=free_energy,
                extras={"radii": radii, "free_energy": free_energy, "reconstruct": reconstruct,
                        "energy": lambda params, y, x: energy_fn(params, y, x)})

@@ -259,5 +259,12 @@ def make(config, example_shape):
   def reconstruct(params, y):
     return decode(params, infer_codes(params, y)[1])
 
-  return Model(init, loss, evaluate, encode, decode, reconstruct,
+  def joint_energy(params, y, z):
+    """E(y, z) = C(y, Dec(z)) + R(z) + D(z, Enc(y)) per example, (B,): the energy whose Gibbs
+    density exp(−βE) the samplers draw (y, z) from. Unlike the loss's, Enc(y) is not
+    gradient-stopped: ∂E/∂y goes through the encoder too."""
+    flat = y.reshape(y.shape[0], -1)
+    return energy(y=flat, y_tilde=decode(params, z), z=z, z_tilde=encode(params, y))[0]
+
+  return Model(init, loss, evaluate, encode, decode, reconstruct, energy=joint_energy,
                extras={"infer": infer_codes})
