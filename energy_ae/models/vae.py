@@ -439,7 +439,19 @@ def make(config, example_shape, value_range=None):
                 kl_per_dim=lambda params, y: kl_per_dim(*posterior(params, y)))
   return Model(init, loss, evaluate, encode, decode, reconstruct, extras=extras,
                evaluate_final=evaluate_final,
-               split_metrics=functools.partial(_split_metrics, net, s.active_units_threshold))
+               split_metrics=functools.partial(_split_metrics, net, s.active_units_threshold),
+               sample_prior=prior_sampler(int(mc.latent_dim)))
+
+
+def prior_sampler(latent_dim: int):
+  """``sample_prior(params, key, num)``: z ~ N(0, I) of shape (num, latent_dim), the prior
+  whose decoded codes are the VAE's samples (``Model.sample_prior``)."""
+
+  def sample_prior(params, key, num):
+    del params  # a fixed prior
+    return jax.random.normal(key, (num, latent_dim))
+
+  return sample_prior
 
 
 def sample(net_params, config, example_shape, key, num: int) -> jax.Array:
