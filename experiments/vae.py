@@ -4,6 +4,9 @@ r"""Variational autoencoder of the practicum: 784-400-20, Bernoulli decoder, β 
   python -m experiments.run --config=experiments/vae.py --config.model.beta=4.0
   python -m experiments.run --config=experiments/vae.py --config.model.objective=iwae \
       --config.model.train_samples=5
+  python -m experiments.run --config=experiments/vae.py --config.model.objective=iwae \
+      --config.model.train_samples=5 --config.model.iwae_gradient=dreg
+  python -m experiments.run --config=experiments/vae.py --config.model.free_bits=0.5
 
 Training budget: 230 epochs of the 4,000 embedded training digits at batch 256 (15 steps per
 epoch, 3,450 steps; the notebook's 20 epochs of 60,000 images are ~4,700 steps). The epoch
@@ -33,11 +36,20 @@ def get_config(arg: str | None = None):
   # C is the likelihood's and KL is weighted by beta; R, a regulariser of the sampled code, is
   # the one role to add: --config.model.energy.R.term=l1 --config.model.energy.R.weight=0.1.
   config.model.energy = {"R": {"term": "", "weight": 1.0}}
-  # 'elbo' (with free bits: a floor in nats on each example's KL per latent dimension) or
-  # 'iwae': the importance-weighted bound with train_samples samples (Burda et al. 2015).
+  # 'elbo': the free energy with C averaged over train_samples = k codes per example (the KL
+  # analytic), or 'iwae': the importance-weighted bound L_k with k = train_samples samples
+  # (Burda et al. 2015).
   config.model.objective = "elbo"
   config.model.train_samples = 1
+  # Free bits (elbo): a floor λ in nats on the KL per latent dimension, 0 for none, in the form
+  # 'kingma' (Kingma et al. 2016: Σ_j max(λ, KL_j averaged over the global batch)) or
+  # 'per_example' (the average over the batch of each example's Σ_j max(λ, KL_bj)).
   config.model.free_bits = 0.0
+  config.model.free_bits_form = "kingma"
+  # The gradient of the iwae bound: 'standard' (of −L_k itself) or 'dreg' (Tucker et al. 2019's
+  # doubly reparameterised estimator: the same loss and decoder gradient, an encoder gradient
+  # whose signal-to-noise ratio does not fall with k).
+  config.model.iwae_gradient = "standard"
   config.model.kl_warmup_steps = 0  # β rises linearly from 0 over this many steps (0: none)
   config.model.iw_samples = 100  # k of the importance-weighted −log p(y) at evaluation
   config.model.iw_samples_final = 0  # k at the final evaluation (0: iw_samples)
