@@ -17,6 +17,7 @@ return one energy per example: an array of the batch shape.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -38,6 +39,9 @@ class ArgminResult(NamedTuple):
   # with the last energy of the trace: a caller that does not read it pays nothing under jit
   # (XLA drops the unused backward pass).
   grad: Array | None = None
+  # The accepted Lipschitz estimate L_k of each step (its step is 1/L_k), shape
+  # (num_steps, *batch): ``argmin_proximal_backtracking`` only.
+  lipschitz: Array | None = None
 
 
 def argmin(
@@ -145,6 +149,133 @@ def argmin_proximal(
   return ArgminResult(lax.stop_gradient(z_final), trace, mapping)
 
 
+# Rounding allowance of the sufficient-decrease test, in units of float epsilon times |f(y)|:
+# near a minimum f(p) − f(y) and the quadratic model's terms fall below the rounding of f, and
+# a test without it would count rounding as a failed trial and drive L up for nothing.
+_DECREASE_ULPS = 16
+
+
+def _expand(a: Array, ndim: int) -> Array:
+  """A per-example array (*batch) broadcastable against latents of ``ndim`` dimensions."""
+  return a.reshape(a.shape + (1,) * (ndim - a.ndim))
+
+
+def proximal_backtracking_step(
+    smooth_energy_fn: EnergyFn, y: Array, lipschitz: Array, *, l1_weight: float,
+    backtrack_factor: float, max_backtracks: int) -> tuple[Array, Array, Array]:
+  """p_L(y) = S_{λ/L}(y − ∇f(y)/L) with Beck & Teboulle's (2009) backtracking on L, per example.
+
+  L = η^i L_prev (η = ``backtrack_factor``, L_prev = ``lipschitz``, shape (*batch)) for the
+  smallest i ≥ 0 with the sufficient decrease
+
+    f(p_L(y)) ≤ f(y) + ⟨p_L(y) − y, ∇f(y)⟩ + (L/2)‖p_L(y) − y‖²   (+ 16 ε |f(y)| for rounding),
+
+  i ≤ ``max_backtracks`` (static, so the trials are a ``lax.scan``; once every example of the
+  batch has passed, the remaining trials are skipped by a ``lax.cond``). An example that fails
+  every trial takes the last one, L = η^max L_prev, which the next step starts from. Returns
+  (p, L, f(p)). With L ≥ the Lipschitz constant of ∇f the test always passes (the descent
+  lemma), so L never exceeds η times that constant when it starts below it.
+  """
+  batch_ndim = 1 if y.ndim > 1 else 0
+  axes = tuple(range(batch_ndim, y.ndim))
+  (_, f_y), g = jax.value_and_grad(lambda v: (jnp.sum(smooth_energy_fn(v)),
+                                              smooth_energy_fn(v)), has_aux=True)(y)
+  slack = _DECREASE_ULPS * jnp.finfo(y.dtype).eps * jnp.abs(f_y)
+
+  def trial(lip):
+    p = soft_threshold(y - g / _expand(lip, y.ndim), l1_weight / _expand(lip, y.ndim))
+    f_p, diff = smooth_energy_fn(p), p - y
+    bound = f_y + jnp.sum(diff * g, axis=axes) + 0.5 * lip * jnp.sum(diff * diff, axis=axes)
+    return p, f_p, f_p <= bound + slack
+
+  def retry(carry):
+    lip, p, f_p, ok = carry
+    lip = jnp.where(ok, lip, lip * backtrack_factor)
+    p_new, f_new, ok_new = trial(lip)
+    return (lip, jnp.where(_expand(ok, y.ndim), p, p_new), jnp.where(ok, f_p, f_new),
+            ok | ok_new)
+
+  def body(carry, _):
+    return lax.cond(jnp.all(carry[3]), lambda c: c, retry, carry), None
+
+  (lip, p, f_p, _), _ = lax.scan(body, (lipschitz, *trial(lipschitz)), None,
+                                 length=max_backtracks)
+  return p, lip, f_p
+
+
+def argmin_proximal_backtracking(
+    smooth_energy_fn: EnergyFn,
+    z_init: Array,
+    *,
+    num_steps: int,
+    step_size: float,
+    l1_weight: float = 0.0,
+    accelerated: bool = True,
+    restart: bool = False,
+    backtrack_factor: float = 2.0,
+    max_backtracks: int = 10,
+) -> ArgminResult:
+  """``argmin_proximal`` with the step found by backtracking, and FISTA's adaptive restart.
+
+  Per example, from L₀ = 1/``step_size``: each step is ``proximal_backtracking_step`` (L only
+  grows, by η = ``backtrack_factor``, until the sufficient decrease holds), ISTA from z_k or
+  FISTA from the extrapolated x_k (Beck & Teboulle, 2009, FISTA with backtracking). For a convex
+  f and L₀ ≤ L(f): E(z_k) − E* ≤ ηL(f)‖z₀ − ž‖²/(2k) (ISTA), 2ηL(f)‖z₀ − ž‖²/(k + 1)² (FISTA).
+  ``max_backtracks = 0``: the fixed step 1/L₀, as ``argmin_proximal``.
+
+  ``restart`` (FISTA only): O'Donoghue & Candès's (2015) function-value restart — when
+  E(z_{k+1}) > E(z_k) the momentum is reset (t ← 1, x ← z); here the rising step is also
+  discarded (z_{k+1} = z_k, as Beck & Teboulle's monotone FISTA), so E(z_k) never rises: the
+  next step is a proximal gradient step from z_k, which the sufficient decrease makes descend.
+  Momentum, restart and L are per example (examples are independent). ``trace``: E at z_0 …
+  z_n; ``grad``: the gradient mapping at ž with the last L; ``lipschitz``: L_k per step.
+  """
+  if num_steps < 0:
+    raise ValueError(f"argmin_proximal_backtracking: num_steps must be >= 0, got {num_steps}")
+  if not step_size > 0:
+    raise ValueError(f"argmin_proximal_backtracking: step_size must be > 0, got {step_size}")
+  if not backtrack_factor > 1:
+    raise ValueError(f"argmin_proximal_backtracking: backtrack_factor must be > 1, got "
+                     f"{backtrack_factor}")
+  if not isinstance(max_backtracks, int) or max_backtracks < 0:
+    raise ValueError(f"argmin_proximal_backtracking: max_backtracks must be an integer >= 0, got "
+                     f"{max_backtracks!r}")
+  if restart and not accelerated:
+    raise ValueError("argmin_proximal_backtracking: restart resets FISTA's momentum: it needs "
+                     "accelerated=True")
+  z0 = lax.stop_gradient(z_init)
+  ndim, batch_shape = z0.ndim, z0.shape[:1 if z0.ndim > 1 else 0]
+  feature_axes = tuple(range(len(batch_shape), ndim))
+  l1 = lambda z: l1_weight * jnp.sum(jnp.abs(z), axis=feature_axes)
+  take = functools.partial(proximal_backtracking_step, smooth_energy_fn, l1_weight=l1_weight,
+                           backtrack_factor=backtrack_factor, max_backtracks=max_backtracks)
+
+  def step(carry, _):
+    z, x, t, lip, e = carry  # z_k, the point the step starts from, FISTA's t_k, L, E(z_k)
+    z_next, lip, f_next = take(x, lip)
+    e_next = f_next + l1(z_next)
+    rose = (e_next > e) if restart else jnp.zeros_like(e, bool)
+    z_next, e_next = jnp.where(_expand(rose, ndim), z, z_next), jnp.where(rose, e, e_next)
+    if accelerated:
+      t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))
+      x_next = z_next + _expand((t - 1.0) / t_next, ndim) * (z_next - z)
+      t_next = jnp.where(rose, 1.0, t_next)
+      x_next = jnp.where(_expand(rose, ndim), z_next, x_next)
+    else:
+      t_next, x_next = t, z_next
+    return (z_next, x_next, t_next, lip, e_next), (e_next, lip)
+
+  e0 = smooth_energy_fn(z0) + l1(z0)
+  init = (z0, z0, jnp.ones(batch_shape, z0.dtype),
+          jnp.full(batch_shape, 1.0 / step_size, z0.dtype), e0)
+  (z_final, _, _, lip, _), (trace, lipschitz) = lax.scan(step, init, None, length=num_steps)
+  inv = 1.0 / _expand(lip, ndim)
+  grad = jax.grad(lambda z: jnp.sum(smooth_energy_fn(z)))(z_final)
+  mapping = (z_final - soft_threshold(z_final - inv * grad, inv * l1_weight)) / inv
+  return ArgminResult(lax.stop_gradient(z_final), jnp.concatenate([e0[None], trace]), mapping,
+                      lipschitz)
+
+
 def relative_change(trace: Array, window: int) -> Array:
   """|E(y, z_{n−m}) − E(y, z_n)| / |E(y, z_n)| over the last m = ``window`` steps of a trace.
 
@@ -224,20 +355,72 @@ class Proposal(NamedTuple):
   log_prob: Callable[[Array], Array]  # (n, *batch, *z_shape) -> (n, *batch)
 
 
-def gaussian_proposal(mean: Array, sigma: float) -> Proposal:
-  """q(z) = N(z; z̃, σ² I) around the encoder's guess z̃ = ``mean`` (shape (*batch, d))."""
+def gaussian_proposal(mean: Array, sigma: float | Array) -> Proposal:
+  """q(z) = N(z; μ, diag σ²) around μ = ``mean`` (shape (*batch, d)), e.g. the encoder's guess z̃.
+
+  ``sigma``: one scale for every coordinate, or one per coordinate (broadcast against ``mean``,
+  e.g. the Laplace scales of ``laplace_scale``)."""
   mean = jnp.asarray(mean)
+  sigma = jnp.broadcast_to(jnp.asarray(sigma, mean.dtype), mean.shape)
   d = mean.shape[-1]
 
   def sample(key: Array, n: int) -> Array:
     return mean + sigma * jax.random.normal(key, (n, *mean.shape), mean.dtype)
 
   def log_prob(z: Array) -> Array:
-    return -0.5 * jnp.sum(jnp.square((z - mean) / sigma), axis=-1) - d * (
-        math.log(sigma) + 0.5 * math.log(2 * math.pi)
-    )
+    return (-0.5 * jnp.sum(jnp.square((z - mean) / sigma), axis=-1)
+            - jnp.sum(jnp.log(sigma), axis=-1) - 0.5 * d * math.log(2 * math.pi))
 
   return Proposal(sample, log_prob)
+
+
+def hessian_diagonal(energy_fn: EnergyFn, z: Array) -> Array:
+  """∂²E/∂z_j² at ``z`` (shape (*batch, d)), per example: shape (*batch, d).
+
+  d Hessian-vector products H e_j (forward over reverse, vmapped over the basis vectors e_j);
+  each is the same vector for every example, and examples are independent (∂/∂z of Σ_batch E
+  is the per-example gradient), so one product gives H_i e_j for every example i at once. d
+  products cost about d gradients: meant for the small d of a latent code.
+  """
+  d = z.shape[-1]
+  grad_fn = jax.grad(lambda z: jnp.sum(energy_fn(z)))
+  basis = jnp.broadcast_to(
+      jnp.eye(d, dtype=z.dtype).reshape((d,) + (1,) * (z.ndim - 1) + (d,)), (d, *z.shape))
+  columns = jax.vmap(lambda v: jax.jvp(grad_fn, (z,), (v,))[1])(basis)  # (d, *batch, d)
+  return jnp.diagonal(jnp.moveaxis(columns, 0, -1), axis1=-2, axis2=-1)
+
+
+def laplace_scale(energy_fn: EnergyFn, mode: Array, *, beta: float, max_scale: float) -> Array:
+  """σ_j = 1/√(β ∂²E/∂z_j²) at the mode ž = ``mode`` (shape (*batch, d)), at most ``max_scale``.
+
+  The Laplace approximation of p_β(z|y) ∝ exp(−βE(y, z)) with a diagonal precision: around ž,
+  βE ≈ βE(ž) + ½ Σ_j β h_j (z_j − ž_j)², h_j = ∂²E/∂z_j² (``hessian_diagonal``). Where h_j is
+  not positive (a saddle or a flat direction: no Gaussian there) or below 1/(β σ_max²), the
+  curvature floor h_j ← 1/(β σ_max²) gives σ_j = σ_max = ``max_scale``; a non-finite h_j too.
+  Gradient-stopped: the proposal is held fixed, as the draws are (``free_energy_softmin_mc``).
+  """
+  if not beta > 0 or not math.isfinite(beta):
+    raise ValueError(f"laplace_scale: beta must be finite and > 0, got {beta}")
+  if not max_scale > 0:
+    raise ValueError(f"laplace_scale: max_scale must be > 0, got {max_scale}")
+  mode = lax.stop_gradient(mode)
+  curvature = hessian_diagonal(energy_fn, mode)
+  floor = 1.0 / (beta * max_scale**2)
+  curvature = jnp.where(curvature > floor, curvature, floor)  # NaN > floor is False: floored
+  return lax.stop_gradient(1.0 / jnp.sqrt(beta * curvature))
+
+
+def laplace_proposal(energy_fn: EnergyFn, mode: Array, *, beta: float,
+                     max_scale: float) -> Proposal:
+  """q(z) = N(z; ž, diag σ²) with the Laplace scales σ of ``laplace_scale`` at ž = ``mode``.
+
+  Where E(y, ·) is exactly quadratic with a diagonal Hessian around ž, q is the posterior
+  p_β(z|y) itself: every importance weight exp(−βE)/q is the same, the effective sample size is
+  the number of draws and F̂_β is exact. Otherwise q is a local fit: its tails are those of
+  the curvature at ž, lighter than p_β's where E grows slower than quadratically far from ž.
+  """
+  sigma = laplace_scale(energy_fn, mode, beta=beta, max_scale=max_scale)
+  return gaussian_proposal(lax.stop_gradient(mode), sigma)
 
 
 def uniform_proposal(low: float, high: float, shape: tuple[int, ...]) -> Proposal:
@@ -253,17 +436,25 @@ def uniform_proposal(low: float, high: float, shape: tuple[int, ...]) -> Proposa
   return Proposal(sample, log_prob)
 
 
-def wrapped_gaussian_proposal(mean: Array, sigma: float, low: float, high: float) -> Proposal:
+def wrapped_gaussian_proposal(mean: Array, sigma: float | Array, low: float, high: float, *,
+                              max_sigma: float | None = None) -> Proposal:
   """q(z) = Σ_k N(z + kP; ž, σ²) on the periodic [low, high[ (P = high − low), per coordinate.
 
   For a periodic latent (the ellipse's angle) a Gaussian around ž = ``mean`` (shape
   (*batch, d)) wrapped onto one period: samples are ž + σε taken modulo P. The density sums
   the images k = −K … K with K = ⌈6σ/P⌉ + 1: z and ž both lie in one period, so an omitted
-  image is ≥ 6σ + P away and weighs < e⁻¹⁸ of the nearest.
+  image is ≥ 6σ + P away and weighs < e⁻¹⁸ of the nearest. ``sigma``: a number, or an array
+  broadcast against ``mean`` (e.g. ``laplace_scale``) with ``max_sigma`` ≥ every σ, a number
+  that fixes K before any value is known.
   """
+  bound = sigma if isinstance(sigma, (int, float)) else max_sigma
+  if bound is None:
+    raise ValueError("wrapped_gaussian_proposal: an array sigma needs max_sigma (a number >= "
+                     "every sigma) to fix the number of images")
   period = high - low
   mean = low + jnp.mod(jnp.asarray(mean) - low, period)
-  num_images = math.ceil(6 * sigma / period) + 1
+  sigma = jnp.broadcast_to(jnp.asarray(sigma, mean.dtype), mean.shape)
+  num_images = math.ceil(6 * bound / period) + 1
   shifts = period * jnp.arange(-num_images, num_images + 1, dtype=mean.dtype)
 
   def sample(key: Array, n: int) -> Array:
@@ -272,8 +463,8 @@ def wrapped_gaussian_proposal(mean: Array, sigma: float, low: float, high: float
 
   def log_prob(z: Array) -> Array:
     u = (z - mean)[..., None] + shifts  # (..., d, images)
-    log_1d = jax.nn.logsumexp(-0.5 * jnp.square(u / sigma), axis=-1) - (
-        math.log(sigma) + 0.5 * math.log(2 * math.pi))
+    log_1d = jax.nn.logsumexp(-0.5 * jnp.square(u / sigma[..., None]), axis=-1) - (
+        jnp.log(sigma) + 0.5 * math.log(2 * math.pi))
     return jnp.sum(log_1d, axis=-1)
 
   return Proposal(sample, log_prob)
@@ -309,6 +500,19 @@ def mixture_proposal(components: tuple[Proposal, ...], weights: tuple[float, ...
 class MonteCarloFreeEnergy(NamedTuple):
   free_energy: Array  # F_β estimate, shape (*batch)
   stderr: Array  # its standard error (delta method), shape (*batch)
+  # Kish's effective sample size (Σ w)² / Σ w² of the importance weights, shape (*batch):
+  # n when every draw weighs the same (q = p_β), 1 when one draw carries all the weight.
+  ess: Array
+
+
+def effective_sample_size(log_weights: Array, axis: int = 0) -> Array:
+  """Kish's n_eff = (Σ_k w_k)² / Σ_k w_k² of importance weights given by their logs.
+
+  Between 1 (one weight dominates) and n (all equal); invariant to a common factor of the
+  weights, so the largest is factored out (no overflow however large −βE gets).
+  """
+  w = jnp.exp(log_weights - jnp.max(log_weights, axis=axis, keepdims=True))
+  return jnp.square(jnp.sum(w, axis=axis)) / jnp.sum(jnp.square(w), axis=axis)
 
 
 def free_energy_softmin_mc(
@@ -325,7 +529,10 @@ def free_energy_softmin_mc(
   With z_k ~ q: (1/|Z|) ∫ exp(−βE) dz = E_q[exp(−β E(y, z)) / (|Z| q(z))], averaged
   over ``num_samples`` draws in log space. ``log_volume`` = log |Z| (0 for an
   unbounded latent space, where F_β is −(1/β) log ∫ exp(−βE) dz). The standard
-  error of F_β follows from that of the mean weight by the delta method.
+  error of F_β follows from that of the mean weight by the delta method; ``ess`` is the
+  weights' effective sample size (``effective_sample_size``): how many of the draws F̂_β
+  really rests on (a few out of n: q misses where exp(−βE) is large, and the standard
+  error, itself estimated from those few, is not to be trusted).
   """
   if not beta > 0 or not math.isfinite(beta):
     raise ValueError(f"free_energy_softmin_mc: beta must be finite and > 0, got {beta}")
@@ -335,4 +542,4 @@ def free_energy_softmin_mc(
   log_mean = jax.nn.logsumexp(log_w, axis=0) - math.log(num_samples)
   w = jnp.exp(log_w - jnp.max(log_w, axis=0))  # scaled weights in [0, 1]
   rel_se = jnp.std(w, axis=0, ddof=1) / (math.sqrt(num_samples) * jnp.mean(w, axis=0))
-  return MonteCarloFreeEnergy(-log_mean / beta, rel_se / beta)
+  return MonteCarloFreeEnergy(-log_mean / beta, rel_se / beta, effective_sample_size(log_w))

@@ -315,3 +315,298 @@ def test_wrapped_gaussian_and_mixture_proposals_are_the_densities_they_sample(me
   within_4_se(jnp.cos(wrapped.sample(jax.random.key(1), 200_000) - mean)[..., 0],
               math.exp(-sigma**2 / 2))
   within_4_se(jnp.exp(-mixture.log_prob(mixture.sample(jax.random.key(2), 200_000))), period)
+
+
+# ----------------------------------------------------------------------------
+# The soft minimum's effective sample size and the Laplace proposal
+# ----------------------------------------------------------------------------
+
+
+def test_effective_sample_size_is_kishs_and_survives_huge_log_weights():
+  """(Σw)²/Σw²: n for equal weights, 1 for one weight, (1 + 2·0.5)²/(1 + 2·0.25) = 8/3 for
+  (1, ½, ½); unchanged by a common factor e^{±1000} (which would overflow a naive exp)."""
+  with jax.enable_x64(True):  # float32 would round log ½ + 1000 at 6e-5
+    log_w = jnp.log(jnp.array([[1.0, 1.0, 1.0, 1.0], [1.0, 0.5, 0.5, 0.0]]).T)  # (n = 4, 2)
+    for shift in (0.0, 1000.0, -1000.0):
+      np.testing.assert_allclose(inference.effective_sample_size(log_w + shift), [4.0, 8 / 3],
+                                 rtol=1e-12)
+
+
+def test_monte_carlo_free_energy_returns_the_ess_of_its_own_weights():
+  """The ``ess`` of an estimate is that of the weights exp(−βE)/q of the very draws it used."""
+  beta, n = 1.5, 64
+  y = _points(3, seed=5)
+  energy = lambda z: ellipse_energy(y, z)
+  proposal = inference.gaussian_proposal(jnp.full((3, 1), 1.0), 0.7)
+  key = jax.random.key(2)
+  mc = inference.free_energy_softmin_mc(energy, key, beta=beta, proposal=proposal, num_samples=n)
+  z = proposal.sample(key, n)
+  log_w = -beta * jax.vmap(energy)(z) - proposal.log_prob(z)
+  w = np.exp(np.asarray(log_w, np.float64))
+  np.testing.assert_allclose(mc.ess, w.sum(0) ** 2 / (w**2).sum(0), rtol=1e-5)
+  assert np.all((mc.ess >= 1) & (mc.ess <= n))
+
+
+def test_hessian_diagonal_is_the_diagonal_of_jax_hessian_per_example():
+  """A non-separable energy (cross terms z₁z₂, sin(z₁ + z₃)) on a batch of 4: each example's
+  diagonal against jax.hessian of that example alone (a bug mixing examples or taking a row
+  instead of the diagonal breaks it)."""
+  a = jnp.array([[2.0, 0.5, 0.0], [0.5, 1.0, -0.3], [0.0, -0.3, 3.0]])
+
+  def energy(z):  # (..., 3) -> (...)
+    return (0.5 * jnp.einsum("...i,ij,...j->...", z, a, z) + jnp.sin(z[..., 0] + z[..., 2])
+            + 0.25 * z[..., 1] ** 4)
+
+  z = jax.random.normal(jax.random.key(0), (4, 3))
+  got = inference.hessian_diagonal(energy, z)
+  expected = jnp.diagonal(jax.jit(jax.vmap(jax.hessian(energy)))(z), axis1=-2, axis2=-1)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_laplace_proposal_is_the_posterior_of_a_diagonal_quadratic_energy():
+  """E(z) = c + ½ Σ_j h_j (z_j − m_j)²: p_β = N(m, diag 1/(βh)), so q = p_β; every weight is
+  exp(−βc) ∏_j √(2π/(βh_j)), the ESS is the number of draws and F̂_β is the closed form
+  c − (1/2β) Σ_j log(2π/(βh_j)) from any key (float64: to rounding, 1e-12)."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(7)
+    beta, n, d = 2.0, 32, 5
+    h = jnp.asarray(rng.uniform(0.3, 20.0, size=(3, d)))
+    m = jnp.asarray(rng.normal(size=(3, d)))
+    c = jnp.asarray([0.0, 1.5, -4.0])
+    energy = lambda z: c + 0.5 * jnp.sum(h * (z - m) ** 2, -1)
+    proposal = inference.laplace_proposal(energy, m, beta=beta, max_scale=10.0)
+    exact = np.asarray(c) - np.sum(np.log(2 * np.pi / (beta * np.asarray(h))), -1) / (2 * beta)
+    for seed in range(3):
+      mc = inference.free_energy_softmin_mc(energy, jax.random.key(seed), beta=beta,
+                                            proposal=proposal, num_samples=n)
+      np.testing.assert_allclose(mc.ess, n, rtol=1e-12)
+      np.testing.assert_allclose(mc.free_energy, exact, rtol=1e-12, atol=1e-12)
+      np.testing.assert_allclose(mc.stderr, 0.0, atol=1e-12)
+    # The encoder-style fixed-σ Gaussian at the same mode is not p_β: fewer effective draws.
+    fixed = inference.free_energy_softmin_mc(
+        energy, jax.random.key(0), beta=beta, proposal=inference.gaussian_proposal(m, 0.75),
+        num_samples=n)
+    assert np.all(fixed.ess < 0.9 * n), fixed.ess
+
+
+def test_laplace_scale_floors_curvature_that_is_not_positive():
+  """E = ½(4z₁² − z₂² + 0·z₃²) at 0: σ = (1/√(βh₁), σ_max, σ_max) — the concave and the flat
+  direction take the floor h = 1/(βσ_max²); a curvature below the floor (h = 0.01) too."""
+  beta, max_scale = 2.0, 1.5
+  energy = lambda z: 0.5 * (4.0 * z[..., 0] ** 2 - z[..., 1] ** 2 + 0.01 * z[..., 3] ** 2)
+  sigma = inference.laplace_scale(energy, jnp.zeros((2, 4)), beta=beta, max_scale=max_scale)
+  np.testing.assert_allclose(sigma, [[1 / math.sqrt(beta * 4.0), max_scale, max_scale,
+                                      max_scale]] * 2, rtol=1e-6)
+  with pytest.raises(ValueError, match="max_scale must be > 0"):
+    inference.laplace_scale(energy, jnp.zeros((2, 4)), beta=beta, max_scale=0.0)
+  with pytest.raises(ValueError, match="beta must be finite and > 0"):
+    inference.laplace_scale(energy, jnp.zeros((2, 4)), beta=math.inf, max_scale=1.0)
+
+
+def test_laplace_proposal_stays_consistent_on_a_non_quadratic_energy():
+  """E = ½(z − m)ᵀA(z − m) + ¼z₁⁴ + 0.5 sin(2z₂) in d = 2 with a non-diagonal A: the diagonal
+  Laplace q is no longer p_β (ESS < n), but 200,000 draws give the fine-grid F_β within 4
+  of their own standard errors plus the log's bias (rel. se²/(2β)): the weights' variance is
+  finite because 2A − diag(h) is positive definite and the quartic only thins p_β's tails.
+  Reference: a 1,201² rectangle rule over [−8, 8]², where exp(−βE) < e⁻⁶⁰ at the edges."""
+  beta = 1.0
+  a = np.array([[2.0, 0.5], [0.5, 1.0]])
+  m = np.array([0.3, -0.5])
+
+  def energy_np(z):
+    u = z - m
+    return (0.5 * np.einsum("...i,ij,...j->...", u, a, u) + 0.25 * z[..., 0] ** 4
+            + 0.2 * np.sin(2 * z[..., 1]))
+
+  with jax.enable_x64(True):
+    aj, mj = jnp.asarray(a), jnp.asarray(m)
+
+    def energy(z):
+      u = z - mj
+      return (0.5 * jnp.einsum("...i,ij,...j->...", u, aj, u) + 0.25 * z[..., 0] ** 4
+              + 0.2 * jnp.sin(2 * z[..., 1]))
+
+    mode = inference.argmin(energy, mj[None], num_steps=2000, learning_rate=0.05).z
+    proposal = inference.laplace_proposal(energy, mode, beta=beta, max_scale=5.0)
+    mc = inference.free_energy_softmin_mc(energy, jax.random.key(0), beta=beta,
+                                          proposal=proposal, num_samples=200_000)
+  axis = np.linspace(-8, 8, 1201)
+  zz = np.stack(np.meshgrid(axis, axis, indexing="ij"), -1)
+  cell = (axis[1] - axis[0]) ** 2
+  e = energy_np(zz)
+  reference = e.min() - np.log(np.sum(np.exp(-beta * (e - e.min()))) * cell) / beta
+  se, estimate = float(mc.stderr[0]), float(mc.free_energy[0])
+  assert abs(estimate - reference) <= 4 * se + beta * se**2 / 2, (estimate, reference, se)
+  assert 0.1 * 200_000 < float(mc.ess[0]) < 0.9 * 200_000  # a fair, not an exact, proposal
+  assert se < 0.01  # the comparison is sharp: a wrong normaliser (e.g. log σ missing) fails
+
+
+def test_wrapped_gaussian_with_per_coordinate_scales():
+  """An array σ gives each coordinate its own wrapped Gaussian: the same density as the scalar
+  version coordinate by coordinate; without max_sigma (the number of images) one clear error."""
+  period = 2 * math.pi
+  mean = jnp.array([[0.5, 3.0]])
+  z = jnp.linspace(0.0, period, 50, endpoint=False)[:, None, None] * jnp.ones((1, 1, 2))
+  both = inference.wrapped_gaussian_proposal(mean, jnp.array([0.2, 2.5]), 0.0, period,
+                                             max_sigma=3.0)
+  first = inference.wrapped_gaussian_proposal(mean[:, :1], 0.2, 0.0, period)
+  second = inference.wrapped_gaussian_proposal(mean[:, 1:], 2.5, 0.0, period)
+  np.testing.assert_allclose(both.log_prob(z), first.log_prob(z[..., :1])
+                             + second.log_prob(z[..., 1:]), rtol=1e-5)
+  with pytest.raises(ValueError, match="needs max_sigma"):
+    inference.wrapped_gaussian_proposal(mean, jnp.array([0.2, 2.5]), 0.0, period)
+
+
+# ----------------------------------------------------------------------------
+# Proximal loops with backtracking and FISTA's adaptive restart
+# ----------------------------------------------------------------------------
+
+
+def _lasso(m, n, seed, lam=0.1):
+  """‖y − Az‖² + λ‖z‖₁ with ill-conditioned columns; its minimum by scikit-learn's coordinate
+  descent (‖y − Az‖²/(2m) + α‖z‖₁ has the same minimiser at α = λ/(2m)); L = 2‖A‖²."""
+  from sklearn.linear_model import Lasso
+
+  rng = np.random.default_rng(seed)
+  a = rng.normal(size=(m, n)) * np.logspace(0, -1.5, n)
+  y = rng.normal(size=m)
+  z_star = Lasso(alpha=lam / (2 * m), fit_intercept=False, tol=1e-14,
+                 max_iter=10**6).fit(a, y).coef_
+  e_star = np.sum((y - a @ z_star) ** 2) + lam * np.abs(z_star).sum()
+  return a, y, lam, z_star, e_star, 2 * np.linalg.norm(a, 2) ** 2
+
+
+def _smooth(a, y):
+  aj, yj = jnp.asarray(a), jnp.asarray(y)
+  return lambda z: jnp.sum(jnp.square(yj - z @ aj.T), axis=-1)
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["ista", "fista"])
+def test_no_backtracks_is_the_fixed_step_loop(accelerated):
+  """max_backtracks = 0 takes the step 1/L₀ every time: the trace and gradient mapping of
+  argmin_proximal, to float rounding (a different momentum or prox scale would not be)."""
+  a, y, lam, *_, lipschitz = _lasso(40, 60, seed=1)
+  with jax.enable_x64(True):
+    kwargs = dict(num_steps=100, step_size=1 / lipschitz, l1_weight=lam, accelerated=accelerated)
+    z0 = jnp.zeros((2, 60))
+    plain = inference.argmin_proximal(_smooth(a, y), z0, **kwargs)
+    fixed = inference.argmin_proximal_backtracking(_smooth(a, y), z0, max_backtracks=0, **kwargs)
+  np.testing.assert_allclose(fixed.trace, plain.trace, rtol=1e-12)
+  np.testing.assert_allclose(fixed.grad, plain.grad, rtol=1e-9, atol=1e-12)
+  np.testing.assert_array_equal(fixed.lipschitz, lipschitz)
+
+
+@pytest.mark.parametrize("accelerated", [False, True], ids=["ista_bt", "fista_bt"])
+def test_backtracking_converges_from_a_step_where_plain_ista_diverges(accelerated):
+  """From the step 100/L (L = 2‖A‖², the Lipschitz constant of ∇f) plain ISTA blows up
+  (each step multiplies the error along A's top singular vector by |1 − 100| ≫ 1); with
+  backtracking (η = 2) the same start converges, L_k never falls and stays ≤ ηL, and Beck &
+  Teboulle's bounds with α = η hold: E(z_k) − E* ≤ ηL‖z₀ − ž‖²/(2k) (ISTA),
+  2ηL‖z₀ − ž‖²/(k + 1)² (FISTA); ž from scikit-learn, whose tolerance is the slack."""
+  a, y, lam, z_star, e_star, lipschitz = _lasso(40, 60, seed=1)
+  steps, eta = 300, 2.0
+  with jax.enable_x64(True):
+    z0 = jnp.zeros((1, 60))
+    diverged = np.asarray(inference.argmin_proximal(
+        _smooth(a, y), z0, num_steps=30, step_size=100 / lipschitz, l1_weight=lam,
+        accelerated=False).trace[:, 0])
+    result = inference.argmin_proximal_backtracking(
+        _smooth(a, y), z0, num_steps=steps, step_size=100 / lipschitz, l1_weight=lam,
+        accelerated=accelerated, backtrack_factor=eta)
+  assert not np.isfinite(diverged[-1]) or diverged[-1] > 1e6 * diverged[0], diverged[-1]
+  gaps = np.asarray(result.trace[:, 0]) - e_star
+  k = np.arange(1, steps + 1)
+  r2 = np.sum(z_star**2)
+  slack = 1e-9 * e_star
+  bound = (2 * eta * lipschitz * r2 / (k + 1) ** 2 if accelerated
+           else eta * lipschitz * r2 / (2 * k))
+  assert np.all(gaps[1:] <= bound + slack), np.max(gaps[1:] - bound)
+  lips = np.asarray(result.lipschitz[:, 0])
+  assert np.all(np.diff(lips) >= 0) and lips[0] > lipschitz / 100 and lips[-1] <= eta * lipschitz
+
+
+def _replay(a, y, lam, z0, lipschitz, eta, restart):
+  """FISTA in numpy (float64) with the recorded L_k: returns the trace of E, and per step
+  the sufficient-decrease margin at L_k (≥ 0: the test holds) and at L_k/η where L rose
+  (< 0: a smaller L had failed, i.e. L_k is the smallest of the trials)."""
+  f = lambda z: np.sum((y - a @ z) ** 2)
+  grad = lambda z: -2 * a.T @ (y - a @ z)
+  energy = lambda z: f(z) + lam * np.abs(z).sum()
+
+  def prox_step(x, lip):
+    p = x - grad(x) / lip
+    p = np.sign(p) * np.maximum(np.abs(p) - lam / lip, 0.0)
+    slack = 16 * np.finfo(float).eps * abs(f(x))
+    return p, f(x) + (p - x) @ grad(x) + lip / 2 * np.sum((p - x) ** 2) + slack - f(p)
+
+  z, x, t, e = z0, z0, 1.0, energy(z0)
+  trace, margins, smaller = [e], [], []
+  previous = lipschitz[0] / eta ** 20  # the first step may rise from L₀ itself
+  for lip in lipschitz:
+    z_next, margin = prox_step(x, lip)
+    margins.append(margin)
+    if lip > previous * (1 + 1e-12) and len(trace) > 1:
+      smaller.append(prox_step(x, lip / eta)[1])
+    previous = lip
+    e_next = energy(z_next)
+    rose = restart and e_next > e
+    if rose:
+      z_next, e_next = z, e
+    t_next = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
+    x = z_next if rose else z_next + (t - 1) / t_next * (z_next - z)
+    z, t, e = z_next, 1.0 if rose else t_next, e_next
+    trace.append(e)
+  return np.array(trace), np.array(margins), np.array(smaller)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["fista_bt", "fista_bt_restart"])
+def test_every_accepted_step_passes_the_sufficient_decrease_test(restart):
+  """A numpy FISTA driven by the L_k the loop reports reproduces its trace (so those are the
+  steps it took), and at each step f(p) ≤ f(x) + ⟨p − x, ∇f(x)⟩ + (L_k/2)‖p − x‖² (with the
+  documented 16 ε|f(x)| rounding allowance); where L rose, L_k/η had failed it (the smallest
+  i). From the step 100/L on the lasso, so that the first step backtracks ~7 times."""
+  a, y, lam, *_, lipschitz = _lasso(40, 60, seed=2)
+  eta = 2.0
+  with jax.enable_x64(True):
+    result = inference.argmin_proximal_backtracking(
+        _smooth(a, y), jnp.zeros((1, 60)), num_steps=60, step_size=100 / lipschitz,
+        l1_weight=lam, restart=restart, backtrack_factor=eta)
+  lips = np.asarray(result.lipschitz[:, 0])
+  trace, margins, smaller = _replay(a, y, lam, np.zeros(60), lips, eta, restart)
+  np.testing.assert_allclose(result.trace[:, 0], trace, rtol=1e-10)
+  assert np.all(margins >= 0), margins.min()
+  assert len(smaller) >= 1 and np.all(smaller < 0), smaller  # L rose at least once after step 1
+  assert lips[0] * 100 / lipschitz >= 2**5  # the first step backtracked (6 times here)
+
+
+def test_restart_makes_fista_monotone_and_faster_on_a_strongly_convex_lasso():
+  """m = 100 > n = 30 with condition number κ(AᵀA) ≈ 1.5e3: E is strongly convex and plain
+  FISTA's momentum overshoots, E rising on many of 600 steps; with the function-value restart
+  E never rises, and it gets within 1e-9 of E* (scikit-learn's) in fewer steps — plain FISTA
+  does not within the 600 (its ripples decay as (1 − 1/√κ)^k only after a restart). Both at
+  the fixed step 1/L and with backtracking from 10/L."""
+  a, y, lam, _, e_star, lipschitz = _lasso(100, 30, seed=3)
+  with jax.enable_x64(True):
+    for step, backtracks in ((1 / lipschitz, 0), (10 / lipschitz, 10)):
+      traces = {}
+      for restart in (False, True):
+        traces[restart] = np.asarray(inference.argmin_proximal_backtracking(
+            _smooth(a, y), jnp.zeros((1, 30)), num_steps=600, step_size=step, l1_weight=lam,
+            restart=restart, max_backtracks=backtracks).trace[:, 0])
+      rises = {r: int(np.sum(np.diff(t) > 0)) for r, t in traces.items()}
+      assert rises[False] >= 20 and rises[True] == 0, rises
+      reached = {r: np.flatnonzero(t - e_star < 1e-9 * e_star) for r, t in traces.items()}
+      assert len(reached[True]) > 0, traces[True][-1] - e_star
+      assert len(reached[False]) == 0 or reached[False][0] > reached[True][0]
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"backtrack_factor": 1.0}, "backtrack_factor must be > 1, got 1.0"),
+    ({"max_backtracks": -1}, "max_backtracks must be an integer >= 0, got -1"),
+    ({"restart": True, "accelerated": False}, "restart resets FISTA's momentum"),
+    ({"step_size": 0.0}, "step_size must be > 0, got 0.0"),
+])
+def test_backtracking_arguments_are_one_clear_error(kwargs, message):
+  args = dict(num_steps=3, step_size=0.1, l1_weight=0.1) | kwargs
+  with pytest.raises(ValueError, match=message):
+    inference.argmin_proximal_backtracking(lambda z: jnp.sum(z**2, -1), jnp.zeros((2, 3)), **args)
