@@ -33,6 +33,11 @@ def get_config(arg: str | None = None):
   config.model.num_samples = 256
   config.model.proposal_scale = 0.1
   config.model.proposal_uniform_weight = 0.5
+  # The wrapped Gaussian's σ: 'wrapped' (proposal_scale) or 'laplace' (1/√(βE''(ž)), the width
+  # of exp(−βE) at ž, for any β), at most laplace_max_scale radians (a sixth of the period:
+  # wider is nearly uniform); experiments/softmin_study.py compares the two.
+  config.model.softmin_proposal = "wrapped"
+  config.model.laplace_max_scale = 1.0
   config.model.inference = "argmin"  # ž from the grid's best point, refined by gradient descent
   config.model.inner_steps = 30
   config.model.inner_lr = 0.1

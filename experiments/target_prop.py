@@ -30,6 +30,11 @@ def get_config(arg: str | None = None):
   # fista) and in time (BENCHMARKS.md, the inner-loop table).
   config.model.inner_optimizer = "momentum"
   config.model.inner_lr = 0.0
+  # The backtracking inner loops (ista_bt, fista_bt, fista_bt_restart): L grows to η L per
+  # failed sufficient-decrease test, at most inner_max_backtracks times per inner step (a
+  # static bound; 2^10 covers any initial step 1000× too long in one step, and L carries over).
+  config.model.inner_backtrack_factor = 2.0
+  config.model.inner_max_backtracks = 10
   # inner_relative_change = |E(z_{n−m}) − E(ž)| / |E(ž)| over the last m inner steps: what m
   # more steps would still gain. m > 1 because a linearly converging loop gains a fraction
   # (1 − ρ) of its gap per step, tiny at m = 1 even when far from the minimum, and because
@@ -43,6 +48,12 @@ def get_config(arg: str | None = None):
   config.model.beta = math.inf
   config.model.num_samples = 32
   config.model.proposal_scale = 0.75
+  # The proposal q: 'encoder' (𝒩(z̃, proposal_scale²) as above) or 'laplace' (𝒩(ž, diag σ²),
+  # σ_j = 1/√(β ∂²E/∂z_j²) at the inner loop's ž, at most laplace_max_scale: wider than
+  # 1/√(2βλ_D) = 0.71, the width D alone gives at β = 1, so it binds only where E is flat or
+  # concave along z_j). experiments/softmin_study.py compares the two.
+  config.model.softmin_proposal = "encoder"
+  config.model.laplace_max_scale = 1.0
   if arg == "quick":
     common.quick(config)
   return config

@@ -25,14 +25,19 @@ the free energy:
   is consistent (its bias, from the log, is O(1/num_samples)); the wrapped Gaussian puts
   the draws where exp(−βE) is large at large β, and the uniform part (α > 0) bounds every
   weight by exp(−βF∞)/α, so the variance stays finite where ž misses the global minimum
-  (the ellipse's E(y, ·) often has a second, local one).
+  (the ellipse's E(y, ·) often has a second, local one). ``softmin_proposal`` sets the
+  wrapped Gaussian's σ: 'wrapped' (the default) σ = ``proposal_scale``; 'laplace'
+  σ = 1/√(β E''(ž)), the width of exp(−βE) at ž (``inference.laplace_scale``), at most
+  ``laplace_max_scale`` (also where E''(ž) ≤ 0), so that one proposal fits every β.
 
 Gradients of F_β: the draws are held fixed (ž is gradient-stopped), so autodiff of
 −(1/β) logsumexp gives Σ_k p̄_k ∂E(y, z_k)/∂w with p̄ = softmax(−βE − log q): the
 self-normalised importance-sampling estimate of ∂F_β/∂w = E_{p_β(z|y)}[∂E(y, z)/∂w], with
 p_β(z|y) ∝ exp(−βE(y, z)); on the grid the same with p̄ = softmax(−βE(y, z_k)).
 
-Test metrics: ``free_energy`` (F per example), ``w1``, ``w2`` (|w₁|, |w₂|).
+Test metrics: ``free_energy`` (F per example), ``w1``, ``w2`` (|w₁|, |w₂|); with the Monte
+Carlo F_β also ``softmin_ess``, Kish's effective sample size (Σw)²/Σw² of the importance
+weights out of ``num_samples`` (in the train metrics too, as a batch mean).
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ def latent_grid(num_points: int) -> jax.Array:
 
 FREE_ENERGIES = ("min", "softmin")
 SOFTMIN_ESTIMATORS = ("grid", "mc")
+SOFTMIN_PROPOSALS = ("wrapped", "laplace")
 
 
 def uses_softmin(model_config) -> bool:
@@ -84,6 +90,11 @@ def validate(config) -> None:
     bad("num_samples", "must be an integer >= 2 (the Monte Carlo draws per example)")
   if not isinstance(mc.proposal_scale, (int, float)) or not mc.proposal_scale > 0:
     bad("proposal_scale", "must be > 0 (σ of the wrapped Gaussian around ž, in radians)")
+  if mc.softmin_proposal not in SOFTMIN_PROPOSALS:
+    bad("softmin_proposal", f"must be one of {', '.join(SOFTMIN_PROPOSALS)}")
+  if not isinstance(mc.laplace_max_scale, (int, float)) or not 0 < mc.laplace_max_scale <= math.pi:
+    bad("laplace_max_scale", "must be in ]0, π] (the widest Laplace σ in radians; wider is "
+        "about uniform, which the proposal's uniform part already is)")
   if not isinstance(mc.proposal_uniform_weight, (int, float)) or not (
       0 <= mc.proposal_uniform_weight <= 1):
     bad("proposal_uniform_weight", "must be in [0, 1] (the uniform part α of the proposal)")
@@ -95,6 +106,40 @@ def validate(config) -> None:
   if len(mc.init_w) != 2:
     raise ValueError(f"config.model.init_w = {tuple(mc.init_w)!r}: must be (w₁, w₂)")
   energies.make_energy(mc.energy).check_inputs(("y", "y_tilde"), model="ellipse")
+
+
+def softmin_mc(energy_of, model_config, y, z_check, keys, *, beta: float,
+               num_samples: int | None = None,
+               proposal: str | None = None) -> inference.MonteCarloFreeEnergy:
+  """F̂_β(y) per example by importance sampling (module docstring), its standard error and the
+  weights' effective sample size; ``energy_of(y_i)`` is z ↦ E(y_i, z) for a batch of one.
+
+  q = α U[0, 2π[ + (1 − α) 𝒩_wrapped(ž, σ²) with σ = ``proposal_scale`` ('wrapped') or the
+  Laplace scale 1/√(β E''(ž)) ('laplace', at most ``laplace_max_scale``).
+  ``num_samples``, ``proposal``: the config's unless given (a static number and a name).
+  """
+  mc = model_config
+  num_samples = int(mc.num_samples if num_samples is None else num_samples)
+  proposal = mc.softmin_proposal if proposal is None else proposal
+  if proposal not in SOFTMIN_PROPOSALS:
+    raise ValueError(f"proposal = {proposal!r}: must be one of {', '.join(SOFTMIN_PROPOSALS)}")
+  alpha, period = float(mc.proposal_uniform_weight), 2 * math.pi
+
+  def one(y_i, z_i, key):
+    e_i = lambda z: energy_of(y_i[None])(z)[0]  # z: (1,) -> E(y_i, z)
+    sigma = (inference.laplace_scale(e_i, z_i, beta=beta, max_scale=float(mc.laplace_max_scale))
+             if proposal == "laplace" else float(mc.proposal_scale))
+    q = inference.mixture_proposal(
+        (inference.uniform_proposal(0.0, period, z_i.shape),
+         inference.wrapped_gaussian_proposal(z_i, sigma, 0.0, period,
+                                             max_sigma=float(mc.laplace_max_scale))),
+        (alpha, 1.0 - alpha))
+    return inference.free_energy_softmin_mc(e_i, key, beta=beta, proposal=q,
+                                            num_samples=num_samples, log_volume=math.log(period))
+
+  # One example per key, as the trainer hands them out: a run draws the same numbers on any
+  # number of devices.
+  return jax.vmap(one)(y, jax.lax.stop_gradient(z_check), keys)
 
 
 def make(config, example_shape) -> Model:
@@ -111,63 +156,69 @@ def make(config, example_shape) -> Model:
 
   softmin = uses_softmin(mc)
   monte_carlo = softmin and mc.softmin_estimator == "mc"
-  alpha = float(mc.proposal_uniform_weight)
 
-  def softmin_mc(w, y, z_check, keys):
-    """F̂_β(y) per example by importance sampling (module docstring), and its standard error."""
+  def search(w, y):
+    """ž (grid, refined by gradient descent with inference = 'argmin') and the grid's E."""
+    e = energy_fn(w, y)
+    grid_search = inference.argmin_grid(e, grid)
+    z_check = grid_search.z
+    if mc.inference == "argmin":
+      z_check = inference.argmin(e, z_check, num_steps=mc.inner_steps,
+                                 learning_rate=mc.inner_lr).z
+    return z_check, grid_search.energies
 
-    def one(y_i, z_i, key):
-      e_i = lambda z: energy_fn(w, y_i[None])(z)[0]  # z: (1,) -> E(y_i, z)
-      proposal = inference.mixture_proposal(
-          (inference.uniform_proposal(0.0, 2 * math.pi, z_i.shape),
-           inference.wrapped_gaussian_proposal(z_i, mc.proposal_scale, 0.0, 2 * math.pi)),
-          (alpha, 1.0 - alpha))
-      return inference.free_energy_softmin_mc(e_i, key, beta=beta, proposal=proposal,
-                                              num_samples=mc.num_samples,
-                                              log_volume=math.log(2 * math.pi))
+  def free_energy_mc(params, y, keys, **overrides):
+    """``softmin_mc`` around ž (F̂_β, its standard error, the ESS); its keywords (beta,
+    num_samples, proposal) override the config's."""
+    w = params["w"]
+    z_check, _ = search(w, y)
+    return softmin_mc(lambda y_i: energy_fn(w, y_i), mc, y, z_check, keys,
+                      **{"beta": beta, **overrides})
 
-    # One example per key, as the trainer hands them out: a run draws the same numbers on
-    # any number of devices.
-    return jax.vmap(one)(y, jax.lax.stop_gradient(z_check), keys)
+  def estimate(params, y, keys):
+    """(F(y) per example, ž, the Monte Carlo estimate or None)."""
+    w = params["w"]
+    z_check, grid_energies = search(w, y)
+    if not softmin:
+      return inference.free_energy_min(energy_fn(w, y), z_check), z_check, None
+    if monte_carlo:
+      if keys is None:
+        raise ValueError("the Monte Carlo F_β (model.softmin_estimator = 'mc') needs one PRNG "
+                         "key per example")
+      mc_estimate = softmin_mc(lambda y_i: energy_fn(w, y_i), mc, y, z_check, keys, beta=beta)
+      return mc_estimate.free_energy, z_check, mc_estimate
+    return inference.free_energy_softmin(grid_energies, beta), z_check, None
 
   def free_energy(params, y, keys=None):
     """F(y) per example (F∞, or F_β by the configured estimator), and ž (grid/argmin).
 
     ``keys``: one PRNG key per example, needed by the Monte Carlo estimator only.
     """
-    w = params["w"]
-    e = energy_fn(w, y)
-    search = inference.argmin_grid(e, grid)
-    z_check = search.z
-    if mc.inference == "argmin":
-      z_check = inference.argmin(e, z_check, num_steps=mc.inner_steps,
-                                 learning_rate=mc.inner_lr).z
-    if not softmin:
-      return inference.free_energy_min(e, z_check), z_check
-    if monte_carlo:
-      if keys is None:
-        raise ValueError("the Monte Carlo F_β (model.softmin_estimator = 'mc') needs one PRNG "
-                         "key per example")
-      return softmin_mc(w, y, z_check, keys).free_energy, z_check
-    return inference.free_energy_softmin(search.energies, beta), z_check
+    return estimate(params, y, keys)[:2]
 
   def init(key, batch):
     del key, batch
     return {"w": jnp.asarray(mc.init_w, jnp.float32)}
 
   def loss(params, batch, keys):
-    f, _ = free_energy(params, batch["y"], keys)
+    f, _, mc_estimate = estimate(params, batch["y"], keys)
     value = jnp.mean(f)
-    return value, {"loss": value, "free_energy": value}
+    out = {"loss": value, "free_energy": value}
+    if mc_estimate is not None:
+      out["softmin_ess"] = jnp.mean(mc_estimate.ess)
+    return value, out
 
   def evaluate(params, batch, keys):
-    f, _ = free_energy(params, batch["y"], keys)
+    f, _, mc_estimate = estimate(params, batch["y"], keys)
     w = jnp.abs(params["w"])
-    return {"free_energy": f, "w1": w[0], "w2": w[1]}
+    out = {"free_energy": f, "w1": w[0], "w2": w[1]}
+    if mc_estimate is not None:
+      out["softmin_ess"] = mc_estimate.ess
+    return out
 
   def decode_fn(params, z):
     return decode(params["w"], z)
 
   return Model(init, loss, evaluate, decode=decode_fn, free_energy=free_energy,
-               extras={"free_energy": free_energy, "energy": lambda params, y: energy_fn(
-                   params["w"], y)})
+               extras={"free_energy": free_energy, "free_energy_mc": free_energy_mc,
+                       "energy": lambda params, y: energy_fn(params["w"], y)})

@@ -8,9 +8,13 @@ the decoder is ∇C and w.r.t. the encoder is ∇D (R has no parameters).
 
 Config: ``model.latent_dim``, ``model.energy`` (C, R, D), ``model.inner_steps``,
 ``model.inner_optimizer`` ('sgd', 'momentum', 'adam', or the proximal 'ista' / 'fista', which
-take an L1 R by its soft threshold) at ``model.inner_lr`` (0: the optimiser's own default),
-``model.inner_convergence_window`` (m of ``inner_relative_change`` below), and the free energy
-the loss minimises:
+take an L1 R by its soft threshold, and their adaptive forms 'ista_bt' / 'fista_bt' /
+'fista_bt_restart': the step by Beck & Teboulle's backtracking on the Lipschitz estimate, per
+example, up to ``model.inner_max_backtracks`` increases by ``model.inner_backtrack_factor`` per
+step, and FISTA's momentum reset when E rises, O'Donoghue & Candès's restart;
+``inference.argmin_proximal_backtracking``) at ``model.inner_lr`` (0: the optimiser's own
+default; for the backtracking loops the initial step 1/L₀), ``model.inner_convergence_window``
+(m of ``inner_relative_change`` below), and the free energy the loss minimises:
 
 * ``model.free_energy = 'min'`` (default): F∞(y) = E(y, ž), the zero-temperature limit above.
 * ``'softmin'``: F_β(y) = −(1/β) log ∫_{ℝ^d} exp(−βE(y, z)) dz (Lebesgue measure on the
@@ -24,6 +28,15 @@ the loss minimises:
   gradient-stopped in q), so autodiff of −(1/β) logsumexp is Σ_k p̄_k ∂E(y, z_k)/∂θ,
   p̄ = softmax(−βE − log q): the self-normalised estimate of ∂F_β/∂θ = E_{p_β(z|y)}[∂E/∂θ] —
   the decoder gets the posterior mean of ∇C, the encoder that of ∇D(z, z̃); no inner loop.
+  ``model.softmin_proposal`` chooses q: 'encoder' (the default, above) or 'laplace':
+  q = 𝒩(ž, diag σ²) around the inner loop's ž with σ_j = 1/√(β ∂²E/∂z_j²) at ž
+  (``inference.laplace_proposal``: d Hessian-vector products per example; σ_j at most
+  ``model.laplace_max_scale``, which also stands in where the curvature is not positive).
+  Where E is close to quadratic around ž this is close to the posterior p_β(z|y), and the
+  weights are close to equal; it costs the inner loop and d Hessian-vector products per
+  example. Its tails follow the curvature at ž: where C adds curvature (h_j > 2λ_D) they are
+  lighter than the bound exp(−βλ_D‖z − z̃‖²) above, so no weight bound holds; the effective
+  sample size (below) says how it fares.
 
 Test metrics: ``energy_encoder`` = (C + R)(y, z̃), ``energy_inferred`` = (C + R)(y, ž),
 ``amortisation_gap`` = their difference, ``reconstruction_encoder`` /
@@ -34,7 +47,9 @@ absent for n = 0), and ``inner_grad_norm`` = ‖∇_z E(y, ž)‖ for the (sub)g
 ‖(ž − S_ηλ(ž − η∇f(ž)))/η‖ (the proximal gradient mapping, f = E − λ‖z‖₁) for ISTA / FISTA;
 both ~0 at a converged ž. With an L1 R and a (sub)gradient optimiser the codes jitter around 0
 by ~ηλ and ‖∂E‖ stays ~λ per such code: read ``inner_relative_change`` there. With
-``free_energy = 'softmin'`` also ``free_energy`` (F̂_β per example).
+``free_energy = 'softmin'`` also ``free_energy`` (F̂_β per example) and ``softmin_ess``, Kish's
+effective sample size (Σw)²/Σw² of its importance weights (out of ``num_samples``: how many
+draws F̂_β rests on), which the train metrics report too (batch mean).
 """
 
 import math
@@ -52,12 +67,27 @@ INNER_OPTIMIZERS = {
     "momentum": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
     "adam": optax.adam,
 }
-# Proximal inner loops (inference.argmin_proximal): the L1 term by its soft threshold, the
-# rest of E by gradient steps; FISTA with Nesterov's momentum.
-PROXIMAL_OPTIMIZERS = {"ista": False, "fista": True}
+
+
+class Proximal(NamedTuple):
+  """A proximal inner loop: the L1 term by its soft threshold, the rest of E by gradient steps."""
+
+  accelerated: bool  # FISTA (Nesterov's momentum) rather than ISTA
+  backtracking: bool = False  # the step by backtracking (inference.argmin_proximal_backtracking)
+  restart: bool = False  # FISTA's momentum reset when E rises (with backtracking only)
+
+
+PROXIMAL_OPTIMIZERS = {
+    "ista": Proximal(False), "fista": Proximal(True),
+    "ista_bt": Proximal(False, True), "fista_bt": Proximal(True, True),
+    "fista_bt_restart": Proximal(True, True, True),
+}
 # Each inner optimiser's own step size, used when model.inner_lr = 0 (stable for the default
 # 784-256-64 model: the step must stay below 1/L of the smooth part; Adam's is a step in z).
-INNER_LR_DEFAULTS = {"sgd": 0.05, "momentum": 0.02, "adam": 0.05, "ista": 0.05, "fista": 0.05}
+# The backtracking loops' is the initial step 1/L₀, which backtracking only shortens: 0.5 is
+# 1/(2λ_D) at D's default weight, the curvature of D alone, so no smaller L can hold.
+INNER_LR_DEFAULTS = {"sgd": 0.05, "momentum": 0.02, "adam": 0.05, "ista": 0.05, "fista": 0.05,
+                     "ista_bt": 0.5, "fista_bt": 0.5, "fista_bt_restart": 0.5}
 
 
 def inner_optimizer_names() -> list[str]:
@@ -81,9 +111,13 @@ class Networks(NamedTuple):
   accelerated: bool  # FISTA rather than ISTA
   smooth_energy: energies.Energy  # E without its L1 term (proximal loops)
   l1_weight: float  # λ of the L1 term handled by the soft threshold (0: none)
+  proximal: Proximal | None = None  # the proximal loop's kind; None: a gradient optimiser
+  backtrack_factor: float = 2.0  # η of the backtracking loops
+  max_backtracks: int = 10  # their static maximum of increases of L per step
 
 
 FREE_ENERGIES = ("min", "softmin")
+SOFTMIN_PROPOSALS = ("encoder", "laplace")
 
 
 def validate(config) -> None:
@@ -120,6 +154,14 @@ def validate(config) -> None:
     bad("num_samples", "must be an integer >= 2 (the Monte Carlo draws per example)")
   if not isinstance(mc.proposal_scale, (int, float)) or not mc.proposal_scale > 0:
     bad("proposal_scale", "must be > 0 (σ of the Gaussian proposal around z̃)")
+  if mc.softmin_proposal not in SOFTMIN_PROPOSALS:
+    bad("softmin_proposal", f"must be one of {', '.join(SOFTMIN_PROPOSALS)}")
+  if not isinstance(mc.laplace_max_scale, (int, float)) or not mc.laplace_max_scale > 0:
+    bad("laplace_max_scale", "must be > 0 (the widest σ_j of the Laplace proposal)")
+  if not isinstance(mc.inner_backtrack_factor, (int, float)) or not mc.inner_backtrack_factor > 1:
+    bad("inner_backtrack_factor", "must be > 1 (η: L grows to η L per failed trial)")
+  if not isinstance(mc.inner_max_backtracks, int) or mc.inner_max_backtracks < 0:
+    bad("inner_max_backtracks", "must be an integer >= 0 (increases of L per inner step)")
   energies.make_energy(mc.energy).check_inputs(QUANTITIES, model="target_prop")
 
 
@@ -132,6 +174,7 @@ def build(config, example_shape) -> Networks:
   mc = config.model
   energy = energies.make_energy(mc.energy)
   lr = inner_learning_rate(mc)
+  proximal = PROXIMAL_OPTIMIZERS.get(mc.inner_optimizer)
   return Networks(
       encoder=modules.make_encoder(mc, mc.latent_dim, example_shape=example_shape,
                                    output_activation="identity"),
@@ -142,9 +185,11 @@ def build(config, example_shape) -> Networks:
       inner_optimizer=(INNER_OPTIMIZERS[mc.inner_optimizer](lr)
                        if mc.inner_optimizer in INNER_OPTIMIZERS else None),
       inner_steps=int(mc.inner_steps), inner_lr=lr,
-      accelerated=PROXIMAL_OPTIMIZERS.get(mc.inner_optimizer, False),
+      accelerated=proximal is not None and proximal.accelerated,
       smooth_energy=energies.Energy(tuple(t for t in energy.terms if not _is_l1(t))),
-      l1_weight=sum(t.weight for t in energy.terms if _is_l1(t)))
+      l1_weight=sum(t.weight for t in energy.terms if _is_l1(t)), proximal=proximal,
+      backtrack_factor=float(mc.inner_backtrack_factor),
+      max_backtracks=int(mc.inner_max_backtracks))
 
 
 def _is_l1(term: energies.TermSpec) -> bool:
@@ -172,7 +217,13 @@ def infer(nets: Networks, params, y, *, num_steps: int | None = None) -> Inferre
     return energy(y=flat, y_tilde=nets.decoder.apply(params["decoder"], z), z=z,
                   z_tilde=jax.lax.stop_gradient(z_tilde))[0]
 
-  if nets.inner_optimizer is None:
+  if nets.proximal is not None and nets.proximal.backtracking:
+    result = inference.argmin_proximal_backtracking(
+        lambda z: energy_of(nets.smooth_energy, z), z_tilde, num_steps=num_steps,
+        step_size=nets.inner_lr, l1_weight=nets.l1_weight, accelerated=nets.accelerated,
+        restart=nets.proximal.restart, backtrack_factor=nets.backtrack_factor,
+        max_backtracks=nets.max_backtracks)
+  elif nets.inner_optimizer is None:
     result = inference.argmin_proximal(
         lambda z: energy_of(nets.smooth_energy, z), z_tilde, num_steps=num_steps,
         step_size=nets.inner_lr, l1_weight=nets.l1_weight, accelerated=nets.accelerated)
@@ -190,29 +241,49 @@ def convergence_metrics(inferred: Inferred, window: int) -> dict:
   return out
 
 
+def softmin_estimate(nets: Networks, model_config, params, y, keys, *, beta=None,
+                     num_samples=None, proposal=None) -> inference.MonteCarloFreeEnergy:
+  """F̂_β(y) per example, its standard error and the weights' effective sample size (module
+  docstring), one PRNG key per example. ``beta``, ``num_samples``, ``proposal`` ('encoder' |
+  'laplace'): the config's unless given (static numbers and names)."""
+  mc = model_config
+  beta = float(mc.beta if beta is None else beta)
+  num_samples = int(mc.num_samples if num_samples is None else num_samples)
+  proposal = mc.softmin_proposal if proposal is None else proposal
+  if proposal not in SOFTMIN_PROPOSALS:
+    raise ValueError(f"proposal = {proposal!r}: must be one of {', '.join(SOFTMIN_PROPOSALS)}")
+  flat = y.reshape(y.shape[0], -1)
+  z_tilde = nets.encoder.apply(params["encoder"], y)
+  # The Laplace proposal's centre: the inner loop's ž (gradient-stopped); z̃ otherwise.
+  centre = infer(nets, params, y).z_check if proposal == "laplace" else z_tilde
+
+  def one(y_i, z_tilde_i, centre_i, key):
+    def e_i(z):  # E(y_i, z) for one latent z of shape (d,)
+      return nets.energy(y=y_i[None], y_tilde=nets.decoder.apply(params["decoder"], z[None]),
+                         z=z[None], z_tilde=z_tilde_i[None])[0][0]
+    # Draws from q, held fixed: the gradient is E_p[∂E/∂θ] (module docstring).
+    centre_i = jax.lax.stop_gradient(centre_i)
+    q = (inference.laplace_proposal(e_i, centre_i, beta=beta,
+                                    max_scale=float(mc.laplace_max_scale))
+         if proposal == "laplace" else
+         inference.gaussian_proposal(centre_i, float(mc.proposal_scale)))
+    return inference.free_energy_softmin_mc(e_i, key, beta=beta, proposal=q,
+                                            num_samples=num_samples)
+
+  # One example per key, as the trainer hands them out: the same draws on any device count.
+  return jax.vmap(one)(flat, z_tilde, centre, keys)
+
+
 def make(config, example_shape):
   mc = config.model
   nets = build(config, example_shape)
   encoder, decoder, energy, energy_no_d = nets.encoder, nets.decoder, nets.energy, nets.energy_no_d
   softmin = mc.free_energy == "softmin"
 
-  def free_energy_mc(params, y, keys):
-    """F̂_β(y) per example and its standard error (module docstring), from z̃."""
-    flat = y.reshape(y.shape[0], -1)
-    z_tilde = encoder.apply(params["encoder"], y)
-
-    def one(y_i, z_tilde_i, key):
-      def e_i(z):  # E(y_i, z) for one latent z of shape (d,)
-        return energy(y=y_i[None], y_tilde=decoder.apply(params["decoder"], z[None]), z=z[None],
-                      z_tilde=z_tilde_i[None])[0][0]
-      # Draws from q around z̃, held fixed: the gradient is E_p[∂E/∂θ] (module docstring).
-      proposal = inference.gaussian_proposal(jax.lax.stop_gradient(z_tilde_i),
-                                             float(mc.proposal_scale))
-      return inference.free_energy_softmin_mc(e_i, key, beta=float(mc.beta), proposal=proposal,
-                                              num_samples=mc.num_samples)
-
-    # One example per key, as the trainer hands them out: the same draws on any device count.
-    return jax.vmap(one)(flat, z_tilde, keys)
+  def free_energy_mc(params, y, keys, **overrides):
+    """F̂_β(y) per example, its standard error and effective sample size (module docstring);
+    ``softmin_estimate``'s keywords (beta, num_samples, proposal) override the config's."""
+    return softmin_estimate(nets, mc, params, y, keys, **overrides)
 
   def init(key, batch):
     k_enc, k_dec = jax.random.split(key)
@@ -225,7 +296,8 @@ def make(config, example_shape):
       mc_estimate = free_energy_mc(params, batch["y"], keys)
       value = jnp.mean(mc_estimate.free_energy)
       return value, {"loss": value, "free_energy": value,
-                     "free_energy_stderr": jnp.mean(mc_estimate.stderr)}
+                     "free_energy_stderr": jnp.mean(mc_estimate.stderr),
+                     "softmin_ess": jnp.mean(mc_estimate.ess)}
     flat, z_tilde, z_check, _, _ = infer(nets, params, batch["y"])
     total, terms = energy(y=flat, y_tilde=decoder.apply(params["decoder"], z_check), z=z_check,
                           z_tilde=z_tilde)
@@ -242,7 +314,8 @@ def make(config, example_shape):
     out["amortisation_gap"] = metrics.amortisation_gap(out["energy_encoder"],
                                                        out["energy_inferred"])
     if softmin:
-      out["free_energy"] = free_energy_mc(params, batch["y"], keys).free_energy
+      mc_estimate = free_energy_mc(params, batch["y"], keys)
+      out["free_energy"], out["softmin_ess"] = mc_estimate.free_energy, mc_estimate.ess
     return out
 
   def encode(params, y):
@@ -267,4 +340,4 @@ def make(config, example_shape):
     return energy(y=flat, y_tilde=decode(params, z), z=z, z_tilde=encode(params, y))[0]
 
   return Model(init, loss, evaluate, encode, decode, reconstruct, energy=joint_energy,
-               extras={"infer": infer_codes})
+               extras={"infer": infer_codes, "free_energy_mc": free_energy_mc})
