@@ -43,8 +43,9 @@ def global_mean(x: jax.Array, axis: int = 0) -> jax.Array:
   cotangents of 1: m receives N P'(m); pmean = psum / N, so psum's output receives P'(m), and
   psum's transpose (varying in, invariant out) copies it to every device: device d's x̄_d
   receives P'(m). So g_d = ∇a_d + P'(m) ∇x̄_d, and the step's pmean gives
-  (1/N) Σ_d g_d = ∇((1/N) Σ_d a_d) + P'(m) ∇((1/N) Σ_d x̄_d) = ∇L. (Without the pmean here, each device would floor its own local mean: another loss
-  for every N.) Under ``vmap`` (a sweep) the same holds per variant.
+  (1/N) Σ_d g_d = ∇((1/N) Σ_d a_d) + P'(m) ∇((1/N) Σ_d x̄_d) = ∇L. (Without the pmean here,
+  each device would floor its own local mean: another loss for every N.) Under ``vmap`` (a
+  sweep) the same holds per variant.
   """
   local = jnp.mean(x, axis=axis)
   if data_axis_size() == 1:

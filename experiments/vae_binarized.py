@@ -12,7 +12,8 @@ for their Table 1 (one stochastic layer):
   intensity) at every step), 10,000 test images binarised once (here by numpy's
   ``default_rng(data.test_binarization_seed)``, seed 0, so that runs and seeds compare);
 * model: 784-200-200-50 with tanh hidden units, a factorised Bernoulli decoder;
-* objective: the ELBO (their "VAE") or the k-sample bound L_k (their "IWAE", k = 5 or 50);
+* objective: the ELBO (their "VAE", its reconstruction term averaged over k = 1, 5 or 50
+  codes) or the k-sample bound L_k (their "IWAE", k = 5 or 50);
 * optimiser: Adam (β₁ = 0.9, β₂ = 0.999, ε = 1e-4), batch 20, learning rate 0.001·10^(−i/7)
   for 3^i passes over the data, i = 0 … 7 (3,280 epochs);
 * score: −log p(y) ≈ −L_5000, k = 5,000 importance samples, on the test set.
@@ -24,11 +25,11 @@ This config runs the same protocol on the 5,000 embedded digits (4,000 train, 1,
 ``--config.data.name=tfds:mnist --config.data.data_dir=DIR`` for full MNIST where it can be
 prepared, with ``--config.train.num_epochs=3280``). Only the length differs: the default stops
 after the schedule's first 4 stages (1 + 3 + 9 + 27 = 40 epochs, 8,000 steps), so that
-RESULTS.md's 15 runs (3 objectives × 5 seeds) take about half an hour on 2 CPU cores. The
-test curve is still falling there: one ELBO run (seed 0, nll_iw with k = 100 every 20 epochs)
-reached 116.8 nats at 40 epochs, 107.9 at 100, 103.2 at 200 and 100.5 at 364 (6 stages), with
-48, 38, 24 and 19 active units: the lazy units Burda et al. report appear with training. To
-see it (about 6 minutes here), add ``--config.train.num_epochs=364
+RESULTS.md's runs (``RESULTS_VARIANTS`` × 5 seeds) fit on 2 CPU cores (it gives each run's
+time). The test curve is still falling there: one ELBO run (seed 0, nll_iw with k = 100 every
+20 epochs) reached 116.8 nats at 40 epochs, 107.9 at 100, 103.2 at 200 and 100.5 at 364 (6
+stages), with 48, 38, 24 and 19 active units: the lazy units Burda et al. report appear with
+training. To see it (about 6 minutes here), add ``--config.train.num_epochs=364
 --config.train.eval_every=4000 --config.model.iw_samples_final=0`` to the first command.
 
 Numbers on 1,000 embedded test digits do not compare with 10,000 MNIST test images digit for
