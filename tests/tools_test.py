@@ -87,4 +87,5 @@ def test_results_writes_mean_and_spread_of_the_final_records_and_reuses_runs(tmp
   proc = run_python([*argv[:4], "--only=vae"], check=False)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert proc.stderr.strip().splitlines()[-1] == (
-      "error: unknown variant(s) ['vae']; this config's variants: elbo, iwae_k5, iwae_k50")
+      "error: unknown variant(s) ['vae']; this config's variants: elbo, elbo_k5, elbo_k50, "
+      "iwae_k5, iwae_k50")
