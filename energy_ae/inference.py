@@ -225,8 +225,10 @@ def argmin_proximal_backtracking(
 
   ``restart`` (FISTA only): O'Donoghue & Candès's (2015) function-value restart — when
   E(z_{k+1}) > E(z_k) the momentum is reset (t ← 1, x ← z); here the rising step is also
-  discarded (z_{k+1} = z_k, as Beck & Teboulle's monotone FISTA), so E(z_k) never rises: the
-  next step is a proximal gradient step from z_k, which the sufficient decrease makes descend.
+  discarded (z_{k+1} = z_k, as Beck & Teboulle's monotone FISTA), so E(z_k) does not rise: the
+  next step is a proximal gradient step from z_k, which the sufficient decrease makes descend
+  (up to its rounding allowance: such a step is never discarded, or a rise by rounding would
+  stop the loop for good).
   Momentum, restart and L are per example (examples are independent). ``trace``: E at z_0 …
   z_n; ``grad``: the gradient mapping at ž with the last L; ``lipschitz``: L_k per step.
   """
@@ -254,7 +256,9 @@ def argmin_proximal_backtracking(
     z, x, t, lip, e = carry  # z_k, the point the step starts from, FISTA's t_k, L, E(z_k)
     z_next, lip, f_next = take(x, lip)
     e_next = f_next + l1(z_next)
-    rose = (e_next > e) if restart else jnp.zeros_like(e, bool)
+    # Only a momentum step (t > 1) is discarded: a step from z itself is a proximal gradient
+    # step, whose rise can only be rounding, and discarding it would repeat it forever.
+    rose = (e_next > e) & (t > 1) if restart else jnp.zeros_like(e, bool)
     z_next, e_next = jnp.where(_expand(rose, ndim), z, z_next), jnp.where(rose, e, e_next)
     if accelerated:
       t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t * t))

@@ -225,7 +225,7 @@ def test_fista_converges_as_one_over_k_squared_and_ista_as_one_over_k():
   assert gaps[True][-1] < 0.1 * gaps[False][-1]  # and FISTA is far ahead after 300 steps
 
 
-@pytest.mark.parametrize("optimizer", ["ista", "fista"])
+@pytest.mark.parametrize("optimizer", ["ista", "fista", "fista_bt_restart"])
 def test_target_prop_trains_with_a_proximal_inner_loop(optimizer):
   from experiments import target_prop as tp_config
 
@@ -549,7 +549,7 @@ def _replay(a, y, lam, z0, lipschitz, eta, restart):
       smaller.append(prox_step(x, lip / eta)[1])
     previous = lip
     e_next = energy(z_next)
-    rose = restart and e_next > e
+    rose = restart and e_next > e and t > 1
     if rose:
       z_next, e_next = z, e
     t_next = 0.5 * (1 + math.sqrt(1 + 4 * t * t))
@@ -593,7 +593,8 @@ def test_restart_makes_fista_monotone_and_faster_on_a_strongly_convex_lasso():
         traces[restart] = np.asarray(inference.argmin_proximal_backtracking(
             _smooth(a, y), jnp.zeros((1, 30)), num_steps=600, step_size=step, l1_weight=lam,
             restart=restart, max_backtracks=backtracks).trace[:, 0])
-      rises = {r: int(np.sum(np.diff(t) > 0)) for r, t in traces.items()}
+      # A rise above float64 rounding (1e-12 of E ≈ 10; a step from z itself may round up).
+      rises = {r: int(np.sum(np.diff(t) > 1e-12 * t[1:])) for r, t in traces.items()}
       assert rises[False] >= 20 and rises[True] == 0, rises
       reached = {r: np.flatnonzero(t - e_star < 1e-9 * e_star) for r, t in traces.items()}
       assert len(reached[True]) > 0, traces[True][-1] - e_star
