@@ -33,6 +33,10 @@ def get_config(arg: str | None = None):
                          "R": {"term": "", "weight": 1.0}}
   config.train.num_epochs = 300  # the notebook's ~4,700 steps (see the docstring)
   config.train.eval_every = 750  # a test point every 50 epochs
+  # Samples: Dec(z), z from a Gaussian mixture fitted to the training codes (no other sampler
+  # fits a deterministic autoencoder); the DAE adds its walk-back chain.
+  config.sample.sampler = "gmm"
+  config.sample.gmm_components = 10
   if arg == "quick":
     common.quick(config)
   return config

@@ -98,6 +98,28 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.sweep.key = ""
   config.sweep.values = ()
 
+  # Sampling (energy_ae.samplers; python -m experiments.sample --workdir=RUN --sampler=NAME):
+  # each model's config sets its default sampler and the values that work for it.
+  config.sample = ml_collections.ConfigDict()
+  config.sample.sampler = "gmm"  # langevin, mala, walkback, gmm, prior (as the model allows)
+  config.sample.num_samples = 1000  # drawn and scored (Markov chains: one chain per sample)
+  config.sample.num_steps = 500  # chain length (langevin, mala, walkback)
+  # Where the chains start: 'noise' (uniform in the data's range) or 'data' (training examples:
+  # then the samples are only as new as the chain mixes).
+  config.sample.init = "noise"
+  config.sample.step_size = 1e-3  # ε of Langevin / MALA: v ← v + ε ∇log p + √(2ε) ξ
+  config.sample.beta = 1.0  # inverse temperature of p ∝ exp(−β F) (langevin, mala)
+  config.sample.reconstruction_noise = 0.0  # σ of the walk-back's y = r(ŷ) + σ ε (0: the mean)
+  config.sample.gmm_components = 10  # pythae's GaussianMixtureSampler default
+  config.sample.gmm_covariance = "full"  # full, diag, tied, spherical
+  # Sample quality on the digits (energy_ae.sample_quality): a small MLP trained once on the
+  # embedded training digits, cached, whose features the metrics compare.
+  config.sample.classifier_seed = 0
+  config.sample.classifier_steps = 2000
+  config.sample.classifier_batch_size = 128
+  config.sample.classifier_learning_rate = 1e-3
+  config.sample.pr_neighbours = 3  # k of precision / recall's k-NN balls (Kynkäänniemi et al.)
+
   # Multi-host: set enabled=True (or the JAX_COORDINATOR_ADDRESS environment variable).
   config.distributed = ml_collections.ConfigDict()
   config.distributed.enabled = False
@@ -116,4 +138,8 @@ def quick(config: ml_collections.ConfigDict, *, num_epochs: float = 2) -> ml_col
   config.train.progress = False
   config.data.max_test_examples = 200
   config.train.linear_probe_examples = 1000
+  # Samples: fewer and shorter chains, a classifier of a few seconds.
+  config.sample.num_samples = 200
+  config.sample.num_steps = min(config.sample.num_steps, 50)
+  config.sample.classifier_steps = 300
   return config

@@ -49,6 +49,12 @@ def get_config(arg: str | None = None):
   config.train.log_every = 10
   config.train.eval_every = 50
   config.train.checkpoint_every = 100
+  # Samples y ~ exp(−β F(y)) by MALA (python -m experiments.sample): at β = 1/2σ² = 200 the
+  # offset across the curve has the data's noise σ = 1/20 (E[F∞] = 1/2β = σ²); ε·2β = 0.8.
+  config.sample.sampler = "mala"
+  config.sample.beta = 200.0
+  config.sample.step_size = 2e-3
+  config.sample.num_steps = 1000
   if arg == "quick":
     common.quick(config, num_epochs=20)
   return config

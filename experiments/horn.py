@@ -56,6 +56,11 @@ def get_config(arg: str | None = None):
   config.train.log_every = 100
   config.train.eval_every = 500
   config.train.checkpoint_every = 1000
+  # Samples y ~ exp(−β F∞(x, y)) at training x by MALA, β = 1/2σ² as for the ellipse.
+  config.sample.sampler = "mala"
+  config.sample.beta = 200.0
+  config.sample.step_size = 2e-3
+  config.sample.num_steps = 1000
   if arg == "quick":
     common.quick(config, num_epochs=200)
   return config

@@ -37,6 +37,10 @@ def get_config(arg: str | None = None):
   config.train.eval_every = 500
   config.train.checkpoint_every = 1000
   config.train.linear_probe = False
+  # The walk-back chain (corrupt, denoise) from uniform noise in [−1, 1]²: on the spiral
+  # within a few steps (tests/samplers_test.py), 100 to spread along it.
+  config.sample.sampler = "walkback"
+  config.sample.num_steps = 100
   if arg == "quick":
     common.quick(config, num_epochs=10)
   return config

