@@ -1,10 +1,11 @@
 """Sample quality: how alike a model's samples and the training data are (issue #23).
 
-Feature space: on the digits (``mnist5k``) the 128 units before the logits of a small CNN
+Feature space: on the digits (``mnist5k``) the 128 units before the logits of a small MLP
 (``Classifier``) trained once, seeded, on the 4,000 embedded training digits (cached by
 ``load_or_train_classifier``; its test accuracy is reported); on 2-D data the coordinates
-themselves (with the condition x of a conditional model: (x, y)). There, a sample Y is
-compared with the reference X, the training split:
+themselves (with the condition x of a conditional model: (x, y)). Either is standardised by
+the training split's per-unit mean and standard deviation. There, a sample Y is compared with
+the reference X, the training split:
 
 * ``fd``: the Fréchet distance of Gaussians fitted to both,
   ‖μ_X − μ_Y‖² + Tr(Σ_X + Σ_Y − 2 (Σ_X Σ_Y)^{1/2}) (Heusel et al. 2017's FID, with this
@@ -220,6 +221,22 @@ class Scorer(NamedTuple):
   info: dict  # what the features are: the classifier's accuracy, or "coordinates"
 
 
+def standardised(features: Callable, reference_inputs) -> Callable:
+  """``features`` followed by (f − m) / s, m and s the per-unit mean and standard deviation of
+  the reference's features (s of a unit constant there: 1), so that the kernel's a·b/d is of
+  order 1 whatever the units (a classifier's ReLU outputs, a horn's radii up to 15) and the FD
+  is in units of the reference's variances."""
+  f_ref = features(*reference_inputs)[0]
+  mean, std = f_ref.mean(0), f_ref.std(0)
+  std = np.where(std > 1e-8 * max(float(std.max()), 1e-30), std, 1.0)
+
+  def out(y, x=None):
+    f, logits = features(y, x)
+    return (np.asarray(f, np.float64) - mean) / std, logits
+
+  return out
+
+
 def make_scorer(dataset, sample_config, cache_dir: str) -> Scorer | None:
   """The scorer of samples of ``dataset`` (a loaded run's); None where there is no feature
   space for it (data that are neither the digits nor 2-D)."""
@@ -228,17 +245,19 @@ def make_scorer(dataset, sample_config, cache_dir: str) -> Scorer | None:
     real = digits()
     spec = classifier_spec(sample_config)
     params, info = load_or_train_classifier(cache_dir, spec, real)
-    features = lambda y, x=None: classify(params, y)
+    features = standardised(lambda y, x=None: classify(params, y), (real.train["y"],))
     return Scorer(features, features(real.train["y"])[0], features(real.test["y"])[0], k,
                   dict(info, features="classifier", cache_dir=cache_dir))
   if int(np.prod(dataset.train["y"].shape[1:])) <= 3:
-    def features(y, x=None):
+    def coordinates(y, x=None):
       parts = ([] if x is None else [np.asarray(x).reshape(len(y), -1)]) + [np.asarray(y)]
       return np.concatenate(parts, -1).astype(np.float64), None
 
-    return Scorer(features, features(dataset.train["y"], dataset.train.get("x"))[0],
-                  features(dataset.test["y"], dataset.test.get("x"))[0], k,
-                  {"features": "coordinates" + (" (x, y)" if "x" in dataset.train else "")})
+    train, test = dataset.train, dataset.test
+    features = standardised(coordinates, (train["y"], train.get("x")))
+    return Scorer(features, features(train["y"], train.get("x"))[0],
+                  features(test["y"], test.get("x"))[0], k,
+                  {"features": "coordinates" + (" (x, y)" if "x" in train else "")})
   return None
 
 
