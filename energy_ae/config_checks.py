@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from energy_ae import config_keys
+
 
 def is_traced(value) -> bool:
   """A value traced by JAX: a hyper-parameter of a sweep's variant (``energy_ae.sweep``),
@@ -92,6 +94,7 @@ RULES = (
     Rule("model.latent_dim", _int(1), "be > 0 (a positive integer)"),
     Rule("sweep.key", _str, "name a config key (or be empty: no sweep)"),
     Rule("sweep.values", lambda v: isinstance(v, (tuple, list)), "be a tuple of values"),
+    Rule("sweep.on_nonfinite", _choice("freeze", "stop"), "be one of freeze, stop"),
     Rule("distributed.enabled", _bool, "be True or False"),
     Rule("distributed.num_processes", lambda v: isinstance(v, int) and (v == -1 or v >= 1),
          "be a positive integer (-1: from the environment)"),
@@ -99,24 +102,11 @@ RULES = (
          "be an integer >= 0 (-1: from the environment)"),
 )
 
-_MISSING = object()
-
-
-def _get(config, dotted: str):
-  node = config
-  for part in dotted.split("."):
-    try:
-      node = node[part]
-    except (KeyError, TypeError, AttributeError):
-      return _MISSING
-  return node
-
-
 def check_config(config, rules=RULES) -> None:
   """Raises ValueError naming the first key of ``rules`` whose value breaks its rule."""
   for rule in rules:
-    value = _get(config, rule.key)
-    if value is _MISSING:
+    value = config_keys.get(config, rule.key, config_keys.MISSING)
+    if value is config_keys.MISSING:
       continue
     if not rule.ok(value):
       raise ValueError(f"config.{rule.key} = {value!r}: must {rule.must}")

@@ -8,15 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-MISSING = object()
+MISSING = object()  # a default that says the key is absent
+_REQUIRED = object()
 
 
-def get(config, dotted: str, default: Any = MISSING) -> Any:
+def get(config, dotted: str, default: Any = _REQUIRED) -> Any:
   """``config[a][b][c]`` for ``"a.b.c"``; ``default`` (or KeyError naming the key) if absent."""
   node = config
   for part in dotted.split("."):
     if not hasattr(node, "keys") or part not in node:
-      if default is MISSING:
+      if default is _REQUIRED:
         raise KeyError(dotted)
       return default
     node = node[part]

@@ -79,6 +79,17 @@ class MetricWriter:
         self._tb.add_scalar(f"{split}/{name}", float(value), int(step))
     self._tb.flush()
 
+  def write_event(self, step: int, split: str, payload: dict) -> None:
+    """A record of plain JSON values that are no curves (no TensorBoard scalars), e.g. the
+    config changes a resumed segment was allowed (``split = "segment"``)."""
+    if not self.enabled:
+      return
+    record = {"step": int(step), "split": split, **payload}
+    self._file.write(json.dumps(record) + "\n")
+    self._file.flush()
+    os.fsync(self._file.fileno())
+    self.last[split] = record
+
   def close(self) -> None:
     if self._file is not None:
       self._file.close()

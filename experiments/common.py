@@ -4,6 +4,8 @@ import importlib
 
 import ml_collections
 
+from energy_ae import config_keys
+
 
 def load_config(name: str, variant: str | None = None, **overrides) -> ml_collections.ConfigDict:
   """``experiments/<name>.py``'s ``get_config(variant)`` with dotted ``overrides``
@@ -15,13 +17,7 @@ def load_config(name: str, variant: str | None = None, **overrides) -> ml_collec
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
   """Sets each ``{"dotted.key": value}`` of ``overrides`` (existing keys only, as the CLI)."""
-  for dotted, value in overrides.items():
-    node = config
-    *path, last = dotted.split(".")
-    for key in path:
-      node = node[key]
-    node[last] = value
-  return config
+  return config_keys.apply(config, overrides)
 
 
 VARIANTS = ("quick",)  # --config=FILE:VARIANT; none: the full experiment
@@ -93,10 +89,15 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   # Several variants trained at once, one step vmapped over them (energy_ae.sweep): the key
   # of one scalar that changes no shape and its values, e.g. --config.sweep.key=model.beta
-  # --config.sweep.values=0.1,1,10; each variant writes WORKDIR/sweep/<key>=<value>/.
+  # --config.sweep.values=0.1,1,10; several keys make a grid, one tuple of values per key:
+  # --config.sweep.key=model.beta,seed --config.sweep.values='(0.5,2),(0,1,2)'. Each variant
+  # writes WORKDIR/sweep/<key>=<value>[,<key>=<value>...]/.
   config.sweep = ml_collections.ConfigDict()
   config.sweep.key = ""
   config.sweep.values = ()
+  # A variant whose step turns non-finite (train.on_nonfinite gave up on it): 'freeze' it and
+  # train the others on, or 'stop' the sweep.
+  config.sweep.on_nonfinite = "freeze"
 
   # Sampling (energy_ae.samplers; python -m experiments.sample --workdir=RUN --sampler=NAME):
   # each model's config sets its default sampler and the values that work for it.

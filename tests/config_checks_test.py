@@ -8,7 +8,7 @@ import re
 import pytest
 
 from conftest import ROOT
-from energy_ae import config_checks
+from energy_ae import config_checks, config_keys
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(ROOT, "experiments", "*.py"))
@@ -24,7 +24,7 @@ def test_every_experiment_config_passes(name, variant):
 @pytest.mark.parametrize("rule", config_checks.RULES, ids=lambda r: r.key)
 def test_each_rule_names_its_key_and_what_it_must_be(rule):
   config = importlib.import_module("experiments.vae").get_config("quick")
-  good = config_checks._get(config, rule.key)
+  good = config_keys.get(config, rule.key)
   assert rule.ok(good), (rule.key, good)
   # The first of these that breaks the rule: a wrong type or a value out of range.
   for bad in ("nonsense-string", -7, 2.5, None, float("nan")):

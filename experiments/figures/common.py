@@ -21,9 +21,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from energy_ae import data as data_lib, models, train  # noqa: E402
+from energy_ae import config_keys, data as data_lib, models, run_dir, train  # noqa: E402
 from experiments import common  # noqa: E402
-from energy_ae.metrics_io import read_metrics  # noqa: E402
 
 # mathtext everywhere: z̃ and ž as combining accents are indistinguishable at small sizes;
 # write $\tilde z$ and $ž$ (the precomposed ž: mathtext's \check sets its caron before the z).
@@ -59,8 +58,7 @@ class Trained:
     return self.dataset.train["y"].shape[1:]
 
   def records(self, split="test"):
-    return [r for r in read_metrics(os.path.join(self.workdir, "metrics.jsonl"))
-            if r["split"] == split]
+    return run_dir.records(self.workdir, split)
 
 
 def experiment_config(name: str, quick: bool, **overrides):
@@ -111,25 +109,15 @@ def existing_run(workdir: str, expected, overrides: dict, name: str) -> Trained:
   """A run trained elsewhere, with its own config.json, at its latest checkpoint. It must be
   the figure's model, with the values the figure sets (``overrides``); other keys (epochs,
   seed, β ...) may differ: that is the point of drawing someone's own run."""
-  import json
-
-  import ml_collections
-
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ValueError(f"--run={name}={workdir}: not a run directory (it has no config.json)")
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = run_dir.load_config(workdir, f"--run={name}=")
   wanted = {"model.name": expected.model.name, **{k: v for k, v in overrides.items()
                                                    if k.startswith(("model.", "data."))}}
   for key, value in wanted.items():
-    node = config
-    for part in key.split("."):
-      node = node.get(part) if hasattr(node, "get") else None
+    node = config_keys.get(config, key, None)
     if node != value and not (isinstance(value, tuple) and list(value) == node):
       raise ValueError(f"--run={name}={workdir}: the figure needs {key} = {value!r}, "
                        f"the run has {node!r}")
-  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+  if not os.path.isdir(run_dir.checkpoints_path(workdir)):
     raise ValueError(f"--run={name}={workdir}: the run has no checkpoint yet")
   model, initial, latest, dataset = train.restore_run(config, workdir)
   return Trained(config, model, latest["params"], initial["params"], dataset, workdir)
