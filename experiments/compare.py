@@ -5,7 +5,10 @@ test metrics, as a table on stdout and a CSV.
 
 Each RUN_DIR is a ``--workdir`` of ``experiments.run`` (``config.json`` + ``metrics.jsonl``);
 a β sweep reads as one table with a ``model.beta`` column. The metrics are each run's last
-test record (its step is a column, so an unfinished run shows as one).
+test record; its step and the run's ``status`` are columns: ``finished``, or how it stopped —
+``diverged`` (non-finite values; a sweep's variant frozen while the others went on),
+``interrupted`` (SIGINT / SIGTERM) or ``unfinished`` (killed, or still running) — with the
+step, and the reasons listed under the table.
 """
 
 from __future__ import annotations
@@ -13,38 +16,38 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
 
 from absl import app, flags
 
-from energy_ae.metrics_io import read_metrics
+from energy_ae import config_keys, run_dir
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("csv", "compare.csv", "Where to write the table as CSV ('' for none).")
 
 
-def flatten(tree: dict, prefix: str = "") -> dict:
-  """{"model": {"beta": 1}} → {"model.beta": 1}."""
-  out = {}
-  for key, value in tree.items():
-    name = f"{prefix}{key}"
-    if isinstance(value, dict):
-      out.update(flatten(value, f"{name}."))
-    else:
-      out[name] = value
-  return out
+def run_status(workdir: str) -> tuple[str, str]:
+  """(status, reason) of a run: ``finished``, or ``diverged@N`` / ``interrupted@N`` /
+  ``unfinished@N`` with the step N it stopped at."""
+  status = run_dir.read_status(workdir)
+  records = run_dir.records(workdir)
+  last_step = max((r["step"] for r in records), default=0)
+  kind = status.get("status")
+  if kind is None:  # a run written before status.json: finished if it wrote its timing
+    kind = "finished" if any(r["split"] == "timing" for r in records) else "running"
+  if kind == "finished":
+    return "finished", ""
+  if kind == "running":  # no end was written: the process was killed, or still runs
+    return f"unfinished@{last_step}", "no end was recorded: killed, or still running"
+  return f"{kind}@{status['step']}", status.get("reason", "")
 
 
 def load_run(workdir: str) -> tuple[dict, dict]:
-  """(flat config, last test record) of a run directory; ValueError names what is missing."""
-  config_path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(config_path):
-    raise ValueError(f"{workdir} is not a run directory: it has no config.json")
-  with open(config_path) as f:
-    config = flatten(json.load(f))
-  tests = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl")) if r["split"] == "test"]
-  last = {k: v for k, v in (tests[-1] if tests else {}).items() if k != "split"}
+  """(flat config, last test record with the run's status); NotARunDirectory names what is
+  missing."""
+  config = config_keys.flatten(run_dir.load_config_dict(workdir))
+  last = run_dir.last_record(workdir, "test")
+  last["status"], last["status_reason"] = run_status(workdir)
   return config, last
 
 
@@ -55,13 +58,24 @@ def compare(workdirs: list[str]) -> tuple[list[str], list[list]]:
   differing = [k for k in keys
                if len({json.dumps(config.get(k), sort_keys=True) for config, _ in runs}) > 1]
   differing = [k for k in differing if not k.startswith("distributed.")] or differing
-  metric_names = sorted({k for _, metrics in runs for k in metrics} - {"step"})
-  header = ["run", *differing, "step", *metric_names]
+  metric_names = sorted({k for _, metrics in runs for k in metrics}
+                        - {"step", "status", "status_reason"})
+  header = ["run", *differing, "step", "status", *metric_names]
   rows = []
   for workdir, (config, metrics) in zip(workdirs, runs):
     rows.append([workdir, *(config.get(k, "") for k in differing), metrics.get("step", ""),
-                 *(metrics.get(k, "") for k in metric_names)])
+                 metrics["status"], *(metrics.get(k, "") for k in metric_names)])
   return header, rows
+
+
+def stop_reasons(workdirs: list[str]) -> list[str]:
+  """One line per run that did not finish: where it stopped and why."""
+  lines = []
+  for workdir in workdirs:
+    status, reason = run_status(workdir)
+    if status != "finished":
+      lines.append(f"{workdir}: {status.replace('@', ' at step ')}: {reason}")
+  return lines
 
 
 def _cell(value) -> str:
@@ -88,6 +102,9 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(format_table(header, rows))
+  stopped = stop_reasons(workdirs)
+  if stopped:
+    print("\nRuns that did not finish:\n" + "\n".join(stopped))
   if FLAGS.csv:
     with open(FLAGS.csv, "w", newline="") as f:
       writer = csv.writer(f)

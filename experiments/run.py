@@ -11,24 +11,22 @@ Errors in the config or the data end the run with one clear last line and exit 1
 import datetime
 import logging as std_logging
 import os
-import sys
-import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from energy_ae import checkpoints, data, sweep, train
+from energy_ae import data, sweep, train
+from experiments import cli
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
 flags.DEFINE_bool("verbose", False, "Print tracebacks of errors.")
+flags.DEFINE_bool("allow_config_change", False, "Continue the run in --workdir with a config "
+                  "it was not started with, recording the change as a new segment in its "
+                  "config.json and metrics.jsonl (without it, such a resume is refused).")
 flags.DEFINE_bool("list", False, "List the models, data sets, energy terms (with the quantities "
                   "each reads and its keywords), corruptions and inner optimisers, then exit.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-
-EXPECTED_ERRORS = (ValueError, data.DataError, train.TrainingError, checkpoints.CheckpointError,
-                   FileNotFoundError, KeyError, TypeError)
-
 
 def default_workdir(config_path: str) -> str:
   name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
@@ -95,91 +93,15 @@ def main(argv):
   rounded = lambda metrics: {k: round(v, 4) for k, v in metrics.items()
                              if isinstance(v, float)}  # vectors (kl_per_dim): metrics.jsonl
   if sweep.sweep_key(config):
-    finals = sweep.train_and_evaluate(config, workdir)
-    for value, final in zip(sweep.plan(config, workdir).values, finals):
-      logging.info("Final test metrics of %s: %s", sweep.variant_name(config.sweep.key, value),
-                   rounded(final))
-    return
-  final = train.train_and_evaluate(config, workdir)
+    sweep.train_and_evaluate(config, workdir, allow_config_change=FLAGS.allow_config_change)
+    return  # the sweep logged each variant's final test metrics
+  final = train.train_and_evaluate(config, workdir, allow_config_change=FLAGS.allow_config_change)
   logging.info("Final test metrics: %s", rounded(final))
-
-
-def _config_path(argv: list[str], variant: bool = False) -> str:
-  """The file of --config=FILE[:arg] (or --config FILE[:arg]) on the command line."""
-  for i, arg in enumerate(argv):
-    value = (arg.split("=", 1)[1] if arg.startswith("--config=")
-             else argv[i + 1] if arg == "--config" and i + 1 < len(argv) else None)
-    if value is not None:
-      return value if variant else value.split(":")[0]
-  return "(none given)"
-
-
-def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
-  """Says which --config flag failed to parse, or None for an error of ours."""
-  while e.args and isinstance(e.args[0], BaseException):  # AttributeError(KeyError(...))
-    e = e.args[0]
-  text = str(e.args[0]) if e.args else ""
-  if "has no attribute 'get_config'" in text:
-    return f"config file {_config_path(argv)} has no get_config() function"
-  lines = text.splitlines() or [""]
-  missing, hint = lines[0].strip("\"'"), " ".join(lines[1:])
-  for arg in argv:
-    if arg.startswith("--config.") and "=" in arg:
-      key = arg[len("--config."):].split("=", 1)[0]
-      if missing and missing in key.split("."):
-        return (f"{arg}: the config has no key {key!r} (overrides can only change existing "
-                f"keys){'; ' + hint if hint else ''}")
-  return None
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, with an error raised by the config file's get_config() (an unknown
-  variant, a bad value) turned into one line instead of absl's traceback dump."""
-  try:
-    return FLAGS(argv)
-  except flags.Error as e:
-    text = str(e)
-    if "Error whilst parsing config file" not in text:
-      raise
-    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
-    _fail(f"--config={_config_path(argv, variant=True)}: {last.split(': ', 1)[-1]}")
 
 
 def run():
   std_logging.getLogger("absl").setLevel(std_logging.INFO)
-  checkpoints.quiet_orbax_logging()
-  try:
-    app.run(main, flags_parser=_parse_flags)
-  except (KeyError, AttributeError) as e:  # ml_collections: no such key / no get_config
-    message = _explain_flag_error(e, sys.argv)
-    if message is None and isinstance(e, KeyError):
-      message = str(e.args[0]) if e.args else repr(e)  # str() of a KeyError is its repr
-    if message is None:
-      raise
-    _fail(message)
-  except OSError as e:
-    if "Configuration is not available" not in str(e):  # ml_collections: unreadable config file
-      if isinstance(e, FileNotFoundError):
-        _fail(str(e))
-      raise
-    _fail(f"config file {_config_path(sys.argv)} cannot be loaded: "
-          f"{str(e).strip().splitlines()[-1].strip()}")
-  except EXPECTED_ERRORS as e:
-    _fail(str(e))
-  except train.Interrupted as e:  # checkpoint saved; exit as a signal-killed process would
-    print(f"stopped: {e}", file=sys.stderr)
-    sys.exit(128 + e.signum)
-  except KeyboardInterrupt:  # before the loop installed its handler: nothing to save yet
-    print("stopped: interrupted before training started; nothing was written",
-          file=sys.stderr)
-    sys.exit(130)
-
-
-def _fail(message: str):
-  if "--verbose" in sys.argv:
-    traceback.print_exc()
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(1)
+  cli.run(main)
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ def test_results_writes_mean_and_spread_of_the_final_records_and_reuses_runs(tmp
           "--only=elbo", f"--workdir={workdir}", f"--out={out}",
           "--config.train.linear_probe=False"]
   run_python(argv)
-  records = [json.loads([line for line in open(workdir / "elbo" / f"seed_{s}" / "metrics.jsonl")
+  records = [json.loads([line for line in open(workdir / "elbo" / "sweep" / f"seed={s}" / "metrics.jsonl")
                          if '"test"' in line][-1]) for s in (0, 1)]
   assert records[0]["nll_iw"] != records[1]["nll_iw"]  # two seeds, two runs
   text = out.read_text()
@@ -79,9 +79,9 @@ def test_results_writes_mean_and_spread_of_the_final_records_and_reuses_runs(tmp
   assert f"{mean:.2f} ± {std:.2f}" in row, (row, values)
   assert "k = 50 samples at the final evaluation" in text  # the quick variant's final k
   # Again: the finished runs are reused (their records unchanged), the table rewritten.
-  before = (workdir / "elbo" / "seed_0" / "metrics.jsonl").read_text()
+  before = (workdir / "elbo" / "sweep" / "seed=0" / "metrics.jsonl").read_text()
   run_python(argv)
-  assert (workdir / "elbo" / "seed_0" / "metrics.jsonl").read_text() == before
+  assert (workdir / "elbo" / "sweep" / "seed=0" / "metrics.jsonl").read_text() == before
   assert re.search(r"\| elbo \| — \|", out.read_text())
 
   proc = run_python([*argv[:4], "--only=vae"], check=False)
