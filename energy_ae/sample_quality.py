@@ -25,6 +25,7 @@ the reference X, the training split:
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -237,9 +238,32 @@ def standardised(features: Callable, reference_inputs) -> Callable:
   return out
 
 
+REFERENCE_SIZE = 4000  # at least this many reference examples of a synthetic law
+
+
+def reference_dataset(data_config):
+  """The data the samples are compared with: the run's own (``data.load(data_config)``) with
+  its whole test split (the held-out reference; a quick run's is cut short, and a split may be
+  ordered), and for a synthetic law too small for k-NN balls and moments (the ellipse's 24
+  training points) a fresh draw of the same law with ≥ ``REFERENCE_SIZE`` training examples
+  (``num_train`` scaled up, data seed + 1,000) as the training split."""
+  from energy_ae import data
+
+  whole = dict(data_config.to_dict() if hasattr(data_config, "to_dict") else data_config)
+  whole["max_test_examples"] = 0
+  dataset = data.load(whole)
+  n = len(dataset.train["y"])
+  if "num_train" not in whole or n >= REFERENCE_SIZE:
+    return dataset
+  bigger = dict(whole)
+  bigger["num_train"] = int(bigger["num_train"]) * math.ceil(REFERENCE_SIZE / n)
+  bigger["seed"] = int(bigger.get("seed", 0)) + 1000
+  return dataset._replace(train=data.load(bigger).train)
+
+
 def make_scorer(dataset, sample_config, cache_dir: str) -> Scorer | None:
-  """The scorer of samples of ``dataset`` (a loaded run's); None where there is no feature
-  space for it (data that are neither the digits nor 2-D)."""
+  """The scorer of samples of ``dataset`` (``reference_dataset``'s: its training split is the
+  reference); None where there is no feature space for it (neither the digits nor 2-D)."""
   k = int(sample_config.pr_neighbours)
   if dataset.name == DIGITS:
     real = digits()
@@ -289,20 +313,21 @@ def score(scorer: Scorer, y, x=None, *, value_range=None, seed: int = 0) -> dict
 
 def baselines(scorer: Scorer, num: int, seed: int = 0) -> dict[str, dict]:
   """The scores of references with known answers, ``num`` samples each: ``held_out`` (real
-  test data: the floor a model can reach), ``noise`` (uniform over the data's bounding box) and
-  ``one_example`` (one training example repeated: a collapsed sampler)."""
+  test data, a seeded subset: the floor a model can reach), ``noise`` (uniform over the data's
+  bounding box) and ``one_example`` (one training example repeated: a collapsed sampler)."""
   rng = np.random.default_rng(seed)
   is_digits = scorer.info.get("features") == "classifier"
   real = digits() if is_digits else None
-  held_out = real.test["y"][:num] if is_digits else None
+  # A random subset: a split may be ordered (the horn's test split by x).
+  pick = rng.permutation(len(scorer.held_out))[:num]
   out = {}
   if is_digits:
-    out["held_out"] = score(scorer, held_out, value_range=(0.0, 1.0), seed=seed)
+    out["held_out"] = score(scorer, real.test["y"][pick], value_range=(0.0, 1.0), seed=seed)
     out["noise"] = score(scorer, rng.uniform(size=(num, 784)), value_range=(0.0, 1.0), seed=seed)
     out["one_example"] = score(scorer, np.repeat(real.train["y"][:1], num, 0), value_range=(0.0, 1.0),
                                seed=seed)
     return out
-  f = scorer.held_out[:num]
+  f = scorer.held_out[pick]
   low, high = scorer.reference.min(0), scorer.reference.max(0)
   for name, feats in (("held_out", f), ("noise", rng.uniform(low, high, (num, len(low)))),
                       ("one_example", np.repeat(scorer.reference[:1], num, 0))):

@@ -15,8 +15,9 @@ block takes its model's experiment config's), draws ``sample.num_samples`` sampl
 * for image models with an encoder, ``reconstructions.png`` (test images over their
   reconstructions) and ``interpolation.png`` (decoded codes on the line between the first two
   test images of different digits);
-* ``quality.json``: per sampler, the samples' quality against the training split
-  (``energy_ae.sample_quality``: Fréchet distance, KID, precision / recall, label entropy),
+* ``quality.json``: per sampler, the samples' quality against the training split (a larger
+  fresh draw for a small synthetic one: ``sample_quality.reference_dataset``; Fréchet
+  distance, KID, precision / recall, label entropy: ``energy_ae.sample_quality``),
   the sampler's keys and diagnostics, the seed; on the digits the classifier they were measured
   with is trained once and cached in --classifier_dir (default ``WORKDIR/samples/classifier``).
 
@@ -33,19 +34,25 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "A trained run (a --workdir of experiments.run).")
-flags.DEFINE_string("sampler", None, "langevin, mala, walkback, gmm or prior, as the model "
-                    "supports (default: the run's config.sample.sampler).")
-flags.DEFINE_integer("num", 16, "Samples, reconstructions and interpolation steps shown.")
-flags.DEFINE_integer("seed", 0, "Key of the sampler.")
-flags.DEFINE_integer("num_samples", None, "config.sample.num_samples: samples drawn and scored.")
-flags.DEFINE_integer("num_steps", None, "config.sample.num_steps: Markov chain length.")
-flags.DEFINE_float("step_size", None, "config.sample.step_size: ε of Langevin / MALA.")
-flags.DEFINE_float("beta", None, "config.sample.beta: inverse temperature.")
-flags.DEFINE_string("init", None, "config.sample.init: noise or data.")
-flags.DEFINE_string("classifier_dir", None, "Where the digit classifier is cached "
-                    "(default WORKDIR/samples/classifier).")
-flags.DEFINE_bool("quality", True, "Measure the samples' quality (quality.json).")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program (experiments.sample_quality
+  imports this module's functions with its own flags)."""
+  flags.DEFINE_string("workdir", None, "A trained run (a --workdir of experiments.run).")
+  flags.DEFINE_string("sampler", None, "langevin, mala, walkback, gmm or prior, as the model "
+                      "supports (default: the run's config.sample.sampler).")
+  flags.DEFINE_integer("num", 16, "Samples, reconstructions and interpolation steps shown.")
+  flags.DEFINE_integer("seed", 0, "Key of the sampler.")
+  flags.DEFINE_integer("num_samples", None, "config.sample.num_samples: samples drawn and scored.")
+  flags.DEFINE_integer("num_steps", None, "config.sample.num_steps: Markov chain length.")
+  flags.DEFINE_float("step_size", None, "config.sample.step_size: ε of Langevin / MALA.")
+  flags.DEFINE_float("beta", None, "config.sample.beta: inverse temperature.")
+  flags.DEFINE_string("init", None, "config.sample.init: noise or data.")
+  flags.DEFINE_string("classifier_dir", None, "Where the digit classifier is cached "
+                      "(default WORKDIR/samples/classifier).")
+  flags.DEFINE_bool("quality", True, "Measure the samples' quality (quality.json).")
+
 
 OVERRIDES = ("num_samples", "num_steps", "step_size", "beta", "init")
 
@@ -193,7 +200,8 @@ def sample_run(workdir: str, sampler: str | None, num: int, seed: int, overrides
   os.makedirs(out_dir, exist_ok=True)
   scorer = None
   if quality:
-    scorer = sample_quality.make_scorer(dataset, sc, classifier_dir or os.path.join(out_dir, "classifier"))
+    scorer = sample_quality.make_scorer(sample_quality.reference_dataset(config.data), sc,
+                                        classifier_dir or os.path.join(out_dir, "classifier"))
   samples, entry = draw_and_score(model, latest["params"], dataset, sc, seed=seed, scorer=scorer)
   name = "samples" if sampler is None else f"samples_{sc.sampler}"
   paths = write_figures(out_dir, name, sc.sampler, samples, dataset, num, model, latest["params"])
@@ -228,4 +236,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -6,6 +6,7 @@ import os
 
 import matplotlib.image as mpimg
 import numpy as np
+import pytest
 
 from conftest import run_python
 
@@ -65,3 +66,30 @@ def test_ellipse_samples_by_mala_and_a_diverging_langevin_is_one_line(tmp_path):
   # ULA at ε = 10 on a density of curvature 2β = 400 across the curve: every chain explodes.
   line = _one_line_error(_sample(run, "--sampler=langevin", "--step_size=10", check=False))
   assert line.startswith("error: config.sample.step_size = 10.0: ") and "diverged" in line, line
+
+
+@pytest.mark.slow  # four quick trainings, eight samplings, the reference rows
+def test_sample_quality_table_is_the_mean_and_spread_of_its_records_and_reuses_them(tmp_path):
+  from experiments.sample_quality import cell
+
+  workdir, out = tmp_path / "sq", tmp_path / "table.md"
+  argv = ["-m", "experiments.sample_quality", "--quick", "--seeds=2", "--only=vae,ellipse",
+          f"--workdir={workdir}", f"--out={out}"]
+  run_python(argv)
+  records = json.loads((workdir / "quality.json").read_text())
+  assert {(r["config"], r["label"], r["seed"]) for r in records} == {
+      (c, s, seed) for c, s in (("vae", "prior"), ("vae", "gmm"), ("ellipse", "mala"),
+                                ("ellipse", "langevin")) for seed in (0, 1)}
+  text = out.read_text()
+  prior = [r for r in records if (r["config"], r["label"]) == ("vae", "prior")]
+  row = next(line for line in text.splitlines() if line.startswith("| vae | prior |"))
+  assert row.split(" | ")[2] == cell([r["metrics"]["fd"] for r in prior])
+  for reference in ("held-out real data", "uniform noise", "one training example"):
+    assert text.count(f"| reference | {reference}") == 2  # the digits' and the ellipse's tables
+  assert (workdir / "samples_digits.png").is_file() and (workdir / "samples_2d.png").is_file()
+  saved = {r["samples_file"]: os.path.getmtime(r["samples_file"]) for r in records}
+  run_python(argv)  # again: every run and every drawn sample reused
+  assert json.loads((workdir / "quality.json").read_text()) == records
+  assert {p: os.path.getmtime(p) for p in saved} == saved
+  proc = run_python([*argv[:4], "--only=gan"], check=False)
+  assert _one_line_error(proc).startswith("error: --only: unknown config(s) ['gan']; known: ae, ")
