@@ -4,8 +4,9 @@
 ``sample_config`` is a run's ``config.sample`` and ``sample_config.sampler`` one of:
 
 * ``langevin`` / ``mala``: a Markov chain on a Gibbs density p(v) ∝ exp(−β U(v)) at
-  β = ``beta``, one chain per sample, ``num_steps`` steps of size ε = ``step_size`` from a
-  uniform draw in the data's value range; the sample is each chain's last state.
+  β = ``beta``, one chain per sample, ``num_steps`` steps of size ε = ``step_size``, started
+  as ``init`` says (``chain_start``: uniform in the data's value range, or training examples);
+  the sample is each chain's last state.
   Unadjusted Langevin (ULA, BlackJAX's overdamped Langevin step):
   v ← v + ε ∇log p(v) + √(2ε) ξ, ξ ~ N(0, I); its stationary law is p only as ε → 0 (for a
   Gaussian p = N(m, Σ) it is N(m, Σ (I − εΣ⁻¹/2)⁻¹) exactly). MALA (BlackJAX's ``mala``): the
@@ -21,7 +22,7 @@
 * ``walkback``: the denoising autoencoder's Markov chain (Bengio et al. 2013, "Generalized
   Denoising Auto-Encoders as Generative Models"): ŷ ~ C(ŷ | y_t) by the model's corruption,
   y_{t+1} = r(ŷ) + σ ε (r the reconstruction, σ = ``reconstruction_noise``: 0 takes the mean
-  of P(y | ŷ)), ``num_steps`` times from uniform noise.
+  of P(y | ŷ)), ``num_steps`` times from ``init`` (uniform noise, or training examples).
 * ``gmm``: a Gaussian mixture of ``gmm_components`` components (scikit-learn, covariance
   ``gmm_covariance``) fitted to the training codes Enc(y), sampled and decoded (pythae's
   GaussianMixtureSampler; Ghosh et al. 2020's ex-post density estimation).
@@ -158,8 +159,9 @@ def gibbs(model: Model, params, key, sc, *, train, value_range) -> Samples:
   beta = float(sc.beta)
   y0, x = chain_start(k_init, sc, train, value_range, with_x=True)
   if model.free_energy is not None:
-    cond = lambda c: () if c is None else (c,)
-    energy = lambda v, c: model.free_energy(params, v[None], *cond(None if c is None else c[None]))[0][0]
+    cond = lambda c: () if c is None else (c,)  # the horn's x; the ellipse takes none
+    energy = lambda v, c: model.free_energy(params, v[None],
+                                            *cond(None if c is None else c[None]))[0][0]
     # Chains start on the learned manifold, at g(ž) of y₀: from afar exp(−βF) is so steep that
     # MALA rejects every move (ULA would overshoot back and forth instead).
     init = jax.jit(lambda u, c: model.decode(params, model.free_energy(params, u, *cond(c))[1],
@@ -211,7 +213,7 @@ def _finite_fraction(tree) -> float:
 
 
 def walkback(model: Model, params, key, sc, *, train, value_range) -> Samples:
-  """y_{t+1} = r(ŷ) + σ ε with ŷ ~ C(ŷ | y_t), from uniform noise (module docstring)."""
+  """y_{t+1} = r(ŷ) + σ ε with ŷ ~ C(ŷ | y_t), from ``chain_start`` (module docstring)."""
   k_init, k_chain = jax.random.split(key)
   num, sigma = sc.num_samples, float(sc.reconstruction_noise)
   y0 = chain_start(k_init, sc, train, value_range)

@@ -143,7 +143,7 @@ def test_horn_samples_lie_on_the_ellipse_of_their_x():
   model = models.make(config, (2,))
   params = model.init(jax.random.key(0), {k: jnp.asarray(v[:2]) for k, v in dataset.train.items()
                                           if k in ("y", "x")})
-  sc = _sample_config("horn", sampler="mala", num_samples=1000, num_steps=300)
+  sc = _sample_config("horn", sampler="mala", num_samples=500, num_steps=200)
   s = samplers.draw(model, params, jax.random.key(1), sc, train=dataset.train,
                     value_range=dataset.value_range)
   assert set(np.unique(np.asarray(s.x))) <= set(np.unique(dataset.train["x"]))
