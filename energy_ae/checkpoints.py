@@ -11,8 +11,9 @@ import json
 import logging
 import os
 
-import jax
-import orbax.checkpoint as ocp
+# JAX and Orbax are imported where a checkpoint is written or read, not here: the entry points
+# import this module for quiet_orbax_logging, and `--help`, a mistyped flag or a tool that reads
+# no checkpoint should not pay for them (Orbax's import is a large part of a command's start-up).
 
 
 class _HideOrbaxChatter(logging.Filter):
@@ -63,6 +64,8 @@ def _key_name(key) -> str:
 
 def _describe(tree) -> dict[str, tuple[int, ...]]:
   """{'params/encoder/dense_0/kernel': shape, ...} for live arrays and for stored metadata."""
+  import jax
+
   return {"/".join(_key_name(k) for k in path): tuple(x.shape)
           for path, x in jax.tree_util.tree_leaves_with_path(tree)}
 
@@ -74,6 +77,9 @@ def _first_line(error: Exception, limit: int = 200) -> str:
 
 class Manager:
   def __init__(self, directory: str, *, max_to_keep: int = 3):
+    import orbax.checkpoint as ocp
+
+    self._ocp = ocp
     self.directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
         self.directory,
@@ -87,6 +93,9 @@ class Manager:
   def save(self, step: int, state) -> None:
     if step in self._manager.all_steps():
       return
+    import jax
+
+    ocp = self._ocp
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
@@ -152,6 +161,9 @@ class Manager:
       parts += [f"not in this model: {', '.join(extra[:4])}"] if extra else []
       raise CheckpointError(f"{where} belongs to another model or config; "
                             f"{'; '.join(parts)}. {advice}")
+    import jax
+
+    ocp = self._ocp
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))

@@ -128,7 +128,10 @@ def make_evaluator(model_for: Callable, models_: Sequence[models.Model], *, valu
 
     return batched(one, (0, 0, 0, None, None))
 
-  sum_steps = {False: sums(False), True: sums(True)}
+  # Without evaluate_final the final evaluation is the same program: one compilation, not two.
+  final_differs = any(m.evaluate_final is not None for m in models_)
+  sum_steps = {False: sums(False)}
+  sum_steps[True] = sums(True) if final_differs else sum_steps[False]
   # Data enter the compiled functions as arguments: closed over, they would be baked into
   # the program as constants.
   split = (batched(lambda p, value, key, y: model_for(value).split_metrics(

@@ -37,6 +37,26 @@ def _jsonable(value):
   return value if math.isfinite(value) else str(value)
 
 
+def _summary_writer_class():
+  """tensorboardX's ``SummaryWriter``, imported without PyTorch: ``tensorboardX.writer`` tries
+  ``import torch`` when it is imported (to accept torch tensors), which would cost every run
+  PyTorch's import wherever it is installed (the benchmark's environment) for scalars that
+  are floats. A ``None`` in ``sys.modules`` makes that import fail as if torch were absent;
+  a process that imported torch itself keeps it."""
+  import sys
+
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
+  sys.modules["torch"] = None
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter
+
+
 class MetricWriter:
   def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
     self.enabled = enabled
@@ -55,8 +75,7 @@ class MetricWriter:
     for r in kept:
       self.last[r["split"]] = r
     self._file = open(self.path, "a")
-    from tensorboardX import SummaryWriter
-
+    SummaryWriter = _summary_writer_class()
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1
                              if resume_step else None)
 

@@ -16,7 +16,10 @@ In one process, side by side, so that ratios hold on a noisy machine:
   of each step;
 * inner-loop energy against wall time for the target-propagation inner optimisers;
 * parity: test NELBO of the default VAE trained here and in PyTorch (same data, model,
-  optimiser, epochs).
+  optimiser, epochs);
+* end to end, as whole processes: the 60-epoch VAE CLI run (empty and warm compilation cache,
+  with its own phase timings) against ``experiments.torch_vae_run``; start-up: ``python -m
+  experiments.run --help``, ``import jax`` with its CPU client, ``import torch``.
 
 Writes a JSON with a list ``results`` (one row per model and batch size) and the rest.
 """
@@ -349,8 +352,10 @@ def bench_sweep(single_row: dict, *, sweep_size: int, min_time: float, repeats: 
   return row
 
 
-def _timed_process(argv: list[str], env: dict | None = None) -> tuple[float, dict]:
-  """Wall seconds of ``python ARGV`` as a whole process, and its last JSON line (if any)."""
+def _timed_process(argv: list[str], env: dict | None = None, *,
+                   exit_codes=(0,)) -> tuple[float, dict]:
+  """Wall seconds of ``python ARGV`` as a whole process, and its last JSON line (if any);
+  an exit code outside ``exit_codes`` is an error."""
   import subprocess
   import sys
 
@@ -358,7 +363,7 @@ def _timed_process(argv: list[str], env: dict | None = None) -> tuple[float, dic
   proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True,
                         env=dict(os.environ, **(env or {})), check=False)
   seconds = time.perf_counter() - start
-  if proc.returncode:
+  if proc.returncode not in exit_codes:
     raise RuntimeError(f"python {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
   last = {}
   for line in proc.stdout.splitlines()[::-1]:
@@ -366,6 +371,26 @@ def _timed_process(argv: list[str], env: dict | None = None) -> tuple[float, dic
       last = json.loads(line)
       break
   return seconds, last
+
+
+def bench_startup(*, repeats: int, have_torch: bool) -> dict:
+  """Start-up, whole processes (median of ``repeats``, with the range): ``python -m
+  experiments.run --help`` (the flags only: the library is imported after they parse),
+  ``python -c "import jax; jax.devices()"`` (what every run pays before its first program:
+  JAX's import and the CPU client) and, where installed, ``python -c "import torch"``."""
+  commands = {"help": ["-m", "experiments.run", "--help"],
+              "import_jax": ["-c", "import jax; jax.devices()"]}
+  if have_torch:
+    commands["import_torch"] = ["-c", "import torch"]
+  row = {"model": "startup"}
+  for name, argv in commands.items():
+    # absl's --help prints the flags and exits with status 1.
+    exit_codes = (0, 1) if name == "help" else (0,)
+    seconds = sorted(_timed_process(argv, exit_codes=exit_codes)[0] for _ in range(repeats))
+    row[f"{name}_seconds"] = round(seconds[len(seconds) // 2], 3)
+    row[f"{name}_seconds_range"] = [round(seconds[0], 3), round(seconds[-1], 3)]
+  print(json.dumps(row), flush=True)
+  return row
 
 
 def bench_vae_cli(*, epochs: int) -> dict:
@@ -378,19 +403,22 @@ def bench_vae_cli(*, epochs: int) -> dict:
   from energy_ae.metrics_io import read_metrics
 
   with tempfile.TemporaryDirectory() as tmp:
-    def jax_run(name: str, cache: str) -> tuple[float, float]:
+    def jax_run(name: str, cache: str) -> tuple[float, float, dict]:
       workdir = os.path.join(tmp, name)
       seconds, _ = _timed_process(
           ["-m", "experiments.run", "--config=experiments/vae.py", f"--workdir={workdir}",
            f"--config.train.num_epochs={epochs}", "--config.train.progress=False",
            f"--config.compilation_cache_dir={cache}"], env={"JAX_COMPILATION_CACHE_DIR": ""})
-      test = [r for r in read_metrics(os.path.join(workdir, "metrics.jsonl"))
-              if r["split"] == "test"]
-      return seconds, test[-1]["nelbo"]
+      records = read_metrics(os.path.join(workdir, "metrics.jsonl"))
+      test = [r for r in records if r["split"] == "test"]
+      timing = [r for r in records if r["split"] == "timing"]
+      phases = {k[:-2]: round(v, 2) for k, v in (timing[-1] if timing else {}).items()
+                if k.endswith("_s")}
+      return seconds, test[-1]["nelbo"], phases
 
     cache = os.path.join(tmp, "cache")
-    cold, nelbo = jax_run("cold", cache)
-    warm, _ = jax_run("warm", cache)
+    cold, nelbo, phases = jax_run("cold", cache)
+    warm, _, warm_phases = jax_run("warm", cache)
     torch_s, torch_out = _timed_process(["-m", "experiments.torch_vae_run", f"--epochs={epochs}"])
   row = {
       "model": "vae_cli", "epochs": epochs, "seconds": round(cold, 2),
@@ -398,6 +426,11 @@ def bench_vae_cli(*, epochs: int) -> dict:
       "torch_seconds": round(torch_s, 2), "torch_nelbo": torch_out.get("nelbo"),
       "speedup_vs_torch": round(torch_s / cold, 2),
       "speedup_vs_torch_warm_cache": round(torch_s / warm, 2),
+      # Where the cold run's time goes, from its own timing record; the rest of the process
+      # (Python, imports, JAX's start-up, exit) is what no phase holds.
+      "phases": phases, "outside_phases": round(cold - sum(phases.values()), 2),
+      "phases_warm_cache": warm_phases,
+      "outside_phases_warm_cache": round(warm - sum(warm_phases.values()), 2),
   }
   print(json.dumps(row), flush=True)
   return row
@@ -489,6 +522,7 @@ def main(argv):
     out["vae_parity"] = vae_parity(epochs=2 if FLAGS.quick else 20)
     if FLAGS.end_to_end:
       results.append(bench_vae_cli(epochs=2 if FLAGS.quick else 60))
+  out["startup"] = bench_startup(repeats=repeats, have_torch=have_torch)
   out["peak_rss_mib"] = round(peak_rss_mib(), 1)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w") as f:

@@ -23,11 +23,15 @@ import traceback
 
 from absl import app, flags
 
-from energy_ae import checkpoints, config_keys, data, loop
+from energy_ae import config_keys
 
 FLAGS = flags.FLAGS
-EXPECTED_ERRORS = (ValueError, data.DataError, loop.TrainingError, checkpoints.CheckpointError,
-                   FileNotFoundError, KeyError, TypeError)
+# The errors a user can act on end a command in one line. The library's own types are named by
+# module, and looked up only where that module is already imported (an error raised before it
+# cannot be one of its own): `--help` or a mistyped flag import no JAX, no Orbax.
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
+_LIBRARY_ERRORS = (("energy_ae.data", "DataError"), ("energy_ae.loop", "TrainingError"),
+                   ("energy_ae.checkpoints", "CheckpointError"))
 
 # Overrides below a keyword-argument mapping that the config does not have yet, applied
 # after absl parsed the rest (``apply_keyword_overrides``).
@@ -204,10 +208,24 @@ def _explain_flag_error(e: Exception, argv: list[str]) -> str | None:
   return None
 
 
+def _imported(module: str, name: str) -> type | None:
+  """``module.name`` if that module is imported already, else None (nothing is imported)."""
+  return getattr(sys.modules[module], name) if module in sys.modules else None
+
+
+def expected_errors(expected=EXPECTED_ERRORS) -> tuple[type[BaseException], ...]:
+  """``expected`` and the library's error types of the modules imported so far."""
+  library = [_imported(module, name) for module, name in _LIBRARY_ERRORS]
+  return tuple(expected) + tuple(kind for kind in library if kind is not None)
+
+
 def run(main, *, expected=EXPECTED_ERRORS) -> None:
   """``app.run(main)`` with our flag parser; expected errors end in one line and exit 1,
   SIGINT / SIGTERM after a saved checkpoint in 128 + the signal's number."""
-  checkpoints.quiet_orbax_logging()
+  # Orbax's INFO chatter filtered on the log handlers without importing Orbax (or JAX) here.
+  from energy_ae.checkpoints import quiet_orbax_logging
+
+  quiet_orbax_logging()
   try:
     app.run(main, flags_parser=parse_flags)
   except (KeyError, AttributeError) as e:  # ml_collections: no such key / no get_config
@@ -224,11 +242,15 @@ def run(main, *, expected=EXPECTED_ERRORS) -> None:
       raise
     fail(f"config file {config_path(sys.argv)} cannot be loaded: "
          f"{str(e).strip().splitlines()[-1].strip()}")
-  except expected as e:
+  except Exception as e:  # noqa: BLE001 — the expected ones end in one line, the rest re-raised
+    interrupted = _imported("energy_ae.loop", "Interrupted")
+    if interrupted is not None and isinstance(e, interrupted):
+      # checkpoint saved; exit as a signal-killed process would
+      print(f"stopped: {e}", file=sys.stderr)
+      sys.exit(128 + e.signum)
+    if not isinstance(e, expected_errors(expected)):
+      raise
     fail(str(e))
-  except loop.Interrupted as e:  # checkpoint saved; exit as a signal-killed process would
-    print(f"stopped: {e}", file=sys.stderr)
-    sys.exit(128 + e.signum)
   except KeyboardInterrupt:  # before the loop installed its handler: nothing to save yet
     print("stopped: interrupted before training started; nothing was written",
           file=sys.stderr)

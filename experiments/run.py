@@ -15,7 +15,8 @@ import os
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from energy_ae import data, sweep, train
+# The library (JAX, Flax, Orbax) is imported in main, after the flags parsed: `--help` and a
+# mistyped flag answer without it.
 from experiments import cli
 
 FLAGS = flags.FLAGS
@@ -38,7 +39,7 @@ def listing() -> str:
   """What a config can name, with the quantities and keywords of each energy term."""
   import inspect
 
-  from energy_ae import corruptions, energies, models
+  from energy_ae import corruptions, data, energies, models
   from energy_ae.models import target_prop
 
   def keywords(fn):
@@ -78,6 +79,8 @@ def main(argv):
   if FLAGS.config is None:
     raise ValueError("--config=FILE is required, e.g. --config=experiments/dae.py")
   config = FLAGS.config
+  from energy_ae import sweep, train
+
   train.maybe_initialize_distributed(config)  # before any device is touched
   import jax
 
