@@ -173,17 +173,15 @@ def parse_flags(argv: list[str]) -> list[str]:
   sys.argv[:] = argv
   try:
     rest = FLAGS(argv)
-  except flags.IllegalFlagValueError as e:
-    message = _illegal_value(e, defaults)
+  except flags.Error as e:  # IllegalFlagValueError for a bad override and for get_config()'s own
+    message = _illegal_value(e, defaults) if isinstance(e, flags.IllegalFlagValueError) else None
+    text = str(e)
+    if message is None and "Error whilst parsing config file" in text:
+      last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+      message = f"--config={config_path(argv, variant=True)}: {last.split(': ', 1)[-1]}"
     if message is None:
       raise
     fail(message)
-  except flags.Error as e:
-    text = str(e)
-    if "Error whilst parsing config file" not in text:
-      raise
-    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
-    fail(f"--config={config_path(argv, variant=True)}: {last.split(': ', 1)[-1]}")
   if "config" in FLAGS and FLAGS.config is not None:
     _check_tuple_elements(FLAGS.config, argv, defaults)
     apply_keyword_overrides(FLAGS.config)
