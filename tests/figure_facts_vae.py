@@ -104,14 +104,34 @@ def _kl_potential(s):
   assert low < -0.05 * (high - low) < 0 < high, s
 
 
+def kl_balanced(s, name="vae_bubbles"):
+  """The d = 2 VAE is drawn at its KL balance (experiments/figures/vae.py's docstring): along
+  the rescaling z → a z, which leaves C unchanged, the training loss is smallest where
+  E_train[μᵢ² + vᵢ] = 1 for each latent i, so the drawn posterior must have that second moment
+  on the training set. It holds for any parameters once the map a = 1 / √mᵢ is applied, up to
+  rounding: float32 μ and v, squared and averaged in float64 over 4,000 images (~1e-7
+  relative); 1e-4 leaves room. The run as Adam leaves it (mᵢ ≈ 2) fails, and so does a map that
+  scales v by a instead of a² (off by (a − a²) E[vᵢ] ≈ 2e-3).
+
+  The map's KL drop is the closed form ½ Σᵢ V(mᵢ), V(m) = m − log m − 1 (08-3, Fig. 8's
+  potential): mean KL over the training set before minus after, in float64 of float32 inputs;
+  a tolerance of 1e-4 nats plus 1e-5 relative (KL ≈ 6 nats) covers the rounding."""
+  assert s["balanced"], f"{name}: the β = 1 run is not drawn at its KL balance: {s}"
+  for moment in s["train_second_moment"]:
+    assert abs(moment - 1.0) < 1e-4, (
+        f"{name}: E_train[μᵢ² + vᵢ] = {s['train_second_moment']} is not 1 (the KL balance)")
+  drop = s["kl_trained"] - s["kl_drawn"]
+  assert abs(drop - s["kl_drop_predicted"]) < 1e-4 + 1e-5 * s["kl_trained"], (
+      f"{name}: the KL fell by {drop:.6g}, the closed form says {s['kl_drop_predicted']:.6g}")
+  assert s["kl_drop_predicted"] >= 0, s  # V ≥ 0
+
+
 def _bubbles(s, quick):
   # N(0, I₂) puts 1 − e^{−1/2} of its mass inside the unit circle (|z|² ~ χ²₂, whose CDF is
   # 1 − e^{−x/2}).
   assert abs(s["prior_fraction_inside_unit_circle"] - (1 - math.exp(-0.5))) < 1e-12, s
   assert 0 < s["mean_var"], s
-  if not quick:
-    # Each posterior is narrower than the prior: an image pins its code down.
-    assert s["mean_var"] < 1.0, s
+  kl_balanced(s)  # an identity of the map: any parameters, quick runs too
 
 
 def _prior_scale_matched(s):
@@ -132,10 +152,20 @@ def _prior_scale_matched(s):
     assert 0.8 - 3 * sem < moment < 1.5 + 3 * sem, s
 
 
+def bubbles_collapse_without_kl(s):
+  """Without the KL (β = 0) nothing pushes v up while every bit of noise costs reconstruction:
+  the bubbles collapse. Measured against the cloud they sit in, E[vᵢ] / E[μᵢ² + vᵢ] on the
+  training set, which no rescaling of the latents changes (at β = 0 every scale has the same
+  loss, so mean v alone says nothing): at β = 0 it is below a tenth of β = 1's. A collapse is
+  orders of magnitude, far beyond the noise of a mean over 4,000 images."""
+  collapsed, kept = (sum(s[b]["relative_var"]) / len(s[b]["relative_var"]) for b in ("beta0", "beta1"))
+  assert collapsed < 0.1 * kept, (
+      f"vae_bubbles_beta: E[v] / E[μ² + v] is {collapsed:.3g} at β = 0 and {kept:.3g} at β = 1")
+
+
 def _bubbles_beta(s, quick):
   assert s["beta0"]["mean_var"] > 0 and s["beta1"]["mean_var"] > 0, s
+  assert not s["beta0"]["balanced"], s  # β = 0 has no KL to balance: drawn as trained
+  kl_balanced(s["beta1"], "vae_bubbles_beta")
   if not quick:
-    # Without the KL (β = 0) nothing pushes v up while every bit of noise costs reconstruction:
-    # the variances collapse toward 0. With it (β = 1), V(v) keeps them at a fraction of the
-    # prior's 1 (see _bubbles). A collapse is an order of magnitude, far beyond sampling noise.
-    assert s["beta0"]["mean_var"] < 0.1 * s["beta1"]["mean_var"], s
+    bubbles_collapse_without_kl(s)

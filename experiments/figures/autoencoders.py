@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 
 from energy_ae import data as data_lib
-from experiments.figures.common import (Trained, colorbar, figure, image_grid, show_mosaic, show_rows,
-                                        subplots, to_unit)
+from experiments.figures.common import (Trained, colorbar, figure, image_grid, saved_params, show_mosaic,
+                                        show_rows, subplots, to_unit)
 
 FIGURE_CHOICES = {
     "cae_lambdas": (0.0, 1.0, 5.0, 20.0),  # ‖J‖_F and saturation against λ (§D)
@@ -28,6 +29,11 @@ FIGURE_CHOICES = {
     "interpolation_steps": 16,  # the notebook's path length
     "num_test": 200,  # test images behind each averaged number
     "num_pairs": 10,  # digit pairs (k, k + 5 mod 10) for the interpolation and the average
+    # The notebook shows reconstructions after each of its 20 epochs; the AE's budget is the
+    # same number of steps (experiments/ae.py), so its k-th twentieth is the notebook's epoch k.
+    "notebook_epochs": 20,
+    "shown_notebook_epochs": (0, 1, 2, 3, 5, 10, 20),  # 0: the initialisation
+    "epoch_digits": 8,
 }
 
 
@@ -57,6 +63,22 @@ def _mean_se(x) -> tuple[float, float]:
   return float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x))) if len(x) > 1 else 0.0
 
 
+def _trivial_psnr(run: Trained, y) -> dict[str, np.ndarray]:
+  """Per-image PSNR against the clean ``y`` of outputs that need no model: an all-black image
+  (0 on [0, 1]: the digits' background) and the mean training image."""
+  vr = run.dataset.value_range
+  black = np.full_like(_flat(y), vr[0])
+  mean_image = np.broadcast_to(_flat(run.dataset.train["y"]).mean(0), black.shape)
+  return {"black": _psnr(black, y, vr), "mean_image": _psnr(mean_image, y, vr)}
+
+
+def _record_beats(summary: dict, name: str, psnr: np.ndarray, others: dict[str, np.ndarray]):
+  """summary[f"psnr_{name}_minus_{other}"] and its ``_se``: per-image differences, paired."""
+  for other, value in others.items():
+    key = f"psnr_{name}_minus_{other}"
+    summary[key], summary[f"{key}_se"] = _mean_se(psnr - value)
+
+
 def _energy(run: Trained, y) -> np.ndarray:
   """E(y) = Σ_j (y_j − ỹ_j)² per example, in the model's units."""
   return np.sum(np.square(_flat(y) - _flat(_reconstruct(run, y))), axis=1)
@@ -70,6 +92,14 @@ def _corrupted(run: Trained, y, seed: int) -> tuple[np.ndarray, np.ndarray]:
   y_hat = np.asarray(corrupt(keys, jnp.asarray(y, jnp.float32)))
   missing = np.asarray(corrupt(keys, jnp.ones_like(jnp.asarray(y, jnp.float32)))) == 0
   return y_hat, missing
+
+
+def _ae(runs) -> Trained:
+  """The practicum's AE, keeping a checkpoint at the end of each of the notebook's epochs (a
+  twentieth of its budget; a quick run: each half) for ``ae_reconstructions_by_epoch``."""
+  parts = FIGURE_CHOICES["notebook_epochs"] if not runs.quick else 2
+  every = max(1, runs.get_total_steps("ae") // parts)
+  return runs.get("ae", **{"train.checkpoint_every": every, "train.checkpoints_to_keep": parts + 2})
 
 
 def _test(run: Trained, num: int | None = None) -> np.ndarray:
@@ -107,7 +137,7 @@ def _pca_psnr(run: Trained, d: int, y_test) -> np.ndarray:
 @figure
 def ae_reconstructions(runs, summary):
   r"""Under-complete AE (d = 30): test digits y and ỹ = Dec(Enc(y)), with PCA at the same d."""
-  run = runs.get("ae")
+  run = _ae(runs)
   vr, d = run.dataset.value_range, run.config.model.latent_dim
   y = _test(run)
   psnr = _psnr(_reconstruct(run, y), y, vr)
@@ -128,6 +158,48 @@ def ae_reconstructions(runs, summary):
 
 
 @figure
+def ae_reconstructions_by_epoch(runs, summary):
+  r"""The notebook's reconstructions after each epoch: test digits y and ỹ = Dec(Enc(y)) of the
+  AE at the end of several of the notebook's 20 epochs (each a twentieth of the AE's steps),
+  with the mean test energy E = Σ_j (y_j − ỹ_j)² over ``num_test`` images at each."""
+  run = _ae(runs)
+  vr = run.dataset.value_range
+  total = runs.get_total_steps("ae")
+  parts = FIGURE_CHOICES["notebook_epochs"] if not runs.quick else 2
+  shown = FIGURE_CHOICES["shown_notebook_epochs"] if not runs.quick else (0, 1, 2)
+  steps = [total * k // parts for k in shown]
+  params = saved_params(run, steps)
+  missing = sorted(set(steps) - set(params))
+  if missing:
+    raise ValueError(f"{run.workdir}: the AE run kept no checkpoint at step(s) {missing}; the "
+                     f"figure needs one every {total // parts} steps")
+  y = _test(run)
+  digits = y[:FIGURE_CHOICES["epoch_digits"]]
+  rows, energies = [to_unit(digits, vr)], []
+  for step in steps:
+    out = lambda v, p=params[step]: np.asarray(run.model.reconstruct(p, jnp.asarray(v, jnp.float32)))
+    rows.append(to_unit(out(digits), vr))
+    energies.append(np.sum(np.square(_flat(y) - _flat(out(y))), axis=1))
+  energies = np.array(energies)
+  per_epoch = run.config.train.num_epochs / parts
+  summary.update(steps=steps, notebook_epochs=list(shown), epochs=[k * per_epoch for k in shown],
+                 energy=[float(e) for e in energies.mean(1)],
+                 energy_se=[_mean_se(e)[1] for e in energies],
+                 # Paired per image: the fall from one shown epoch to the next and its noise.
+                 energy_drop=[_mean_se(a - b)[0] for a, b in zip(energies, energies[1:])],
+                 energy_drop_se=[_mean_se(a - b)[1] for a, b in zip(energies, energies[1:])],
+                 num_images=len(y))
+  labels = ["test $y$"] + [f"epoch {k} (step {s:,}): E = {e:.0f}"
+                           for k, s, e in zip(shown, steps, summary["energy"])]
+  fig, ax = subplots(1, 1, (6.5, 1 + 0.75 * len(rows)))
+  show_rows(ax, rows, labels,
+            f"AE (d = {run.config.model.latent_dim}) reconstructions after the notebook's epochs "
+            f"(1 epoch = {total // parts} steps here)\nE: mean test energy "
+            r"$\sum_j (y_j - \tilde y_j)^2$" f" over {len(y)} images, shown as ½(y + 1)")
+  return fig
+
+
+@figure
 def dae_denoising(runs, summary):
   r"""Over-complete DAE (d = 500): ŷ (dropout, p = 0.5), y and ỹ = Dec(Enc(ŷ)); PSNR in and out."""
   run = runs.get("dae")
@@ -138,6 +210,10 @@ def dae_denoising(runs, summary):
   summary["psnr_in"], summary["psnr_in_se"] = _mean_se(psnr_in)
   summary["psnr_out"], summary["psnr_out_se"] = _mean_se(psnr_out)
   summary["psnr_gain"], summary["psnr_gain_se"] = _mean_se(psnr_out - psnr_in)
+  trivial = _trivial_psnr(run, y)
+  for key, value in trivial.items():
+    summary[f"psnr_{key}"], summary[f"psnr_{key}_se"] = _mean_se(value)
+  _record_beats(summary, "out", psnr_out, trivial)
   # The lecture's corruption, derived without calling it: a fraction p of the pixels become 0
   # (mid-grey, u = ½ on [0, 1]) and the rest y / (1 − p), shown clipped; with u = ½ (y + 1):
   # E[MSE_in] = p · mean (u − ½)² + (1 − p) · mean (clip(½ ((2u − 1) / (1 − p) + 1)) − u)².
@@ -182,7 +258,7 @@ def encoder_kernels(runs, summary):
   r"""The first 20 encoder kernels (columns of W_h, 28 × 28) of the AE and the DAE."""
   fig, axes = subplots(1, 2, (9, 5.4))
   for ax, name in zip(axes, ("ae", "dae")):
-    run = runs.get(name)
+    run = _ae(runs) if name == "ae" else runs.get(name)
     kernel = np.asarray(run.model.extras["encoder_kernel"](run.params))[:, :20]
     initial = np.asarray(run.model.extras["encoder_kernel"](run.init_params))[:, :20]
     summary[f"{name}_neighbour_correlation"] = _neighbour_correlation(kernel)
@@ -196,11 +272,70 @@ def encoder_kernels(runs, summary):
   return fig
 
 
+def interpolation_numbers(e_input: np.ndarray, e_latent: np.ndarray) -> dict:
+  """The numbers of ``dae_interpolation`` from the energies along each pair's paths, (pairs,
+  steps) each: per pair, each path's rise above the mean of its own two ends at the middle
+  (the two steps around t = ½), then means and standard errors over the pairs."""
+  steps = e_input.shape[1]
+  middle = slice(steps // 2 - 1, steps // 2 + 1)
+  mid_in = rise_above_ends(e_input)[:, middle].mean(1)
+  mid_lat = rise_above_ends(e_latent)[:, middle].mean(1)
+  out = {"steps": steps, "num_pairs": len(e_input), "energy_input_mean": e_input.mean(0).tolist(),
+         "energy_latent_mean": e_latent.mean(0).tolist()}
+  for key, value in (("ends_input", 0.5 * (e_input[:, 0] + e_input[:, -1])),
+                     ("ends_latent", 0.5 * (e_latent[:, 0] + e_latent[:, -1])),
+                     ("rise_input", mid_in), ("rise_latent", mid_lat),
+                     ("rise_input_minus_latent", mid_in - mid_lat),
+                     # The raw middles' difference, which the ends' offset alone makes positive.
+                     ("middle_input_minus_latent", e_input[:, middle].mean(1)
+                      - e_latent[:, middle].mean(1))):
+    out[key], out[f"{key}_se"] = _mean_se(value)
+  return out
+
+
+def rise_above_ends(energy: np.ndarray) -> np.ndarray:
+  """E(y_t) − ½ (E(y_0) + E(y_1)) per path (rows)."""
+  return energy - 0.5 * (energy[:, :1] + energy[:, -1:])
+
+
+def _draw_interpolation_energies(ax_e, ax_r, e_input, e_latent, shown: int, numbers: dict):
+  step = np.arange(e_input.shape[1])
+  n = len(e_input)
+  ax_e.plot(step, e_input[shown], "o-", c="C0", label="input space (this pair)")
+  ax_e.plot(step, e_latent[shown], "s-", c="C1", label="latent space (this pair)")
+  ax_e.plot(step, e_input.mean(0), "--", c="C0", alpha=0.6, label=f"input space, mean of {n} pairs")
+  ax_e.plot(step, e_latent.mean(0), "--", c="C1", alpha=0.6, label=f"latent space, mean of {n} pairs")
+  ax_e.set(xlabel="step along the path", ylabel=r"DAE energy $E = \sum_j (y_j - \tilde y_j)^2$",
+           title="Energy along each path\n(the ends differ: real digits vs their reconstructions)",
+           xticks=step[::3])
+  # Headroom above the curves for the legends (upper right), which then cover no data.
+  ax_e.set_ylim(0, 1.45 * max(e_input[shown].max(), e_input.mean(0).max()))
+  ax_e.legend(fontsize=7, loc="upper right")
+  for energy, c, label in ((e_input, "C0", "input space"), (e_latent, "C1", "latent space")):
+    rise = rise_above_ends(energy)
+    mean, se = rise.mean(0), rise.std(0, ddof=1) / np.sqrt(n)
+    ax_r.plot(step, mean, "o-", c=c, ms=4, label=f"{label}, mean of {n} pairs")
+    ax_r.fill_between(step, mean - 3 * se, mean + 3 * se, color=c, alpha=0.15, lw=0)
+  ax_r.axhline(0, c="k", lw=0.6)
+  low, high = ax_r.get_ylim()
+  ax_r.set_ylim(low, high + 0.4 * (high - low))
+  ax_r.set(xlabel="step along the path", xticks=step[::3],
+           ylabel=r"rise above its own ends $E(y_t) - \frac{1}{2}(E(y_0) + E(y_1))$",
+           title=f"Rise above each path's own ends (± 3 standard errors)\nat the middle: input "
+                 f"{numbers['rise_input']:.1f}, latent {numbers['rise_latent']:.1f}")
+  ax_r.legend(fontsize=7, loc="upper right")
+
+
 @figure
 def dae_interpolation(runs, summary):
   r"""Input-space path y_t = (1 − t) y_a + t y_b against latent-space path
   y_t = Dec((1 − t) h_a + t h_b), h = Enc(y), t ∈ [0 : 1/15 : 1], with the DAE's reconstruction
   energy E(y_t) = Σ_j (y_t − ỹ_t)²_j along each (the notebook's plot, drawn after its DAE).
+
+  The two paths do not share their ends: the input path runs between the real digits y_a, y_b,
+  the latent path between their reconstructions Dec(h_a), Dec(h_b), which lie on the DAE's
+  manifold and have a far lower energy. So each path is measured by its rise above its own
+  ends, E(y_t) − ½ (E(y_0) + E(y_1)): an offset of the whole curve cancels.
 
   The DAE, not the d = 30 AE: the AE's energy is no higher on mixtures than on real digits
   (≈ 50 at the ends of the input path, ≈ 45 at its middle, mean of the 10 pairs), so only the
@@ -219,37 +354,17 @@ def dae_interpolation(runs, summary):
     e_latent.append(_energy(run, z_path))
     paths.append((y_path, z_path))
   e_input, e_latent = np.array(e_input), np.array(e_latent)
-  middle = slice(steps // 2 - 1, steps // 2 + 1)  # the two steps around t = ½
-  mid_in, mid_lat = e_input[:, middle].mean(1), e_latent[:, middle].mean(1)
-  ends_in = np.maximum(e_input[:, 0], e_input[:, -1])
-  summary["steps"] = steps
-  summary["num_pairs"] = len(e_input)
-  summary["energy_input_mean"] = e_input.mean(0).tolist()
-  summary["energy_latent_mean"] = e_latent.mean(0).tolist()
-  summary["middle_input"], summary["middle_input_se"] = _mean_se(mid_in)
-  summary["middle_latent"], summary["middle_latent_se"] = _mean_se(mid_lat)
-  summary["middle_input_minus_latent"], summary["middle_input_minus_latent_se"] = _mean_se(
-      mid_in - mid_lat)
-  summary["middle_input_minus_ends"], summary["middle_input_minus_ends_se"] = _mean_se(mid_in - ends_in)
+  summary.update(interpolation_numbers(e_input, e_latent))
   shown = 3  # the pair 3 → 8
-  fig, (ax_img, ax_e) = subplots(2, 1, (12, 6.2), gridspec_kw={"height_ratios": [0.75, 1.4]})
+  fig = plt.figure(figsize=(13, 7.8))
+  grid = fig.add_gridspec(2, 2, height_ratios=[0.75, 1.4])
+  ax_img, ax_e, ax_r = fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])
   y_path, z_path = paths[shown]
   show_rows(ax_img, [to_unit(y_path, vr), to_unit(z_path, vr)],
             ["input space", "latent space"],
             f"DAE (d = {run.config.model.latent_dim}): input path $(1-t)\\,y_a + t\\,y_b$ and latent "
             f"path $\\mathrm{{Dec}}((1-t)\\,h_a + t\\,h_b)$, {steps} steps")
-  step = np.arange(steps)
-  ax_e.plot(step, e_input[shown], "o-", c="C0", label="input space (this pair)")
-  ax_e.plot(step, e_latent[shown], "s-", c="C1", label="latent space (this pair)")
-  ax_e.plot(step, e_input.mean(0), "--", c="C0", alpha=0.6,
-            label=f"input space, mean of {len(e_input)} pairs")
-  ax_e.plot(step, e_latent.mean(0), "--", c="C1", alpha=0.6,
-            label=f"latent space, mean of {len(e_input)} pairs")
-  ax_e.set(xlabel="step along the path", ylabel=r"DAE energy $E = \sum_j (y_j - \tilde y_j)^2$",
-           title="Reconstruction energy along each path: the input-space mixture leaves the "
-                 "data manifold, the decoded path stays on it", xticks=step)
-  ax_e.set_ylim(bottom=0)
-  ax_e.legend(fontsize=8)
+  _draw_interpolation_energies(ax_e, ax_r, e_input, e_latent, shown, summary)
   return fig
 
 
@@ -270,8 +385,9 @@ def dae_inpainting(runs, summary):
   out = to_unit(_reconstruct(run, y_hat), vr)
   psnr = {key: _psnr(value, clean, (0, 1)) for key, value in
           (("corrupted", to_unit(y_hat, vr)), ("dae", out), ("biharmonic", classical))}
-  for a, b in (("dae", "biharmonic"), ("dae", "corrupted"), ("biharmonic", "corrupted")):
-    summary[f"psnr_{a}_minus_{b}"], summary[f"psnr_{a}_minus_{b}_se"] = _mean_se(psnr[a] - psnr[b])
+  psnr.update(_trivial_psnr(run, y))
+  _record_beats(summary, "dae", psnr["dae"], {k: v for k, v in psnr.items() if k != "dae"})
+  _record_beats(summary, "biharmonic", psnr["biharmonic"], {"corrupted": psnr["corrupted"]})
   for key, value in psnr.items():
     summary[f"psnr_{key}"], summary[f"psnr_{key}_se"] = _mean_se(value)
   summary["missing_fraction"] = float(missing.mean())
@@ -539,7 +655,8 @@ def cae_contraction(runs, summary):
   ax.set(xlabel=r"distance $\|\epsilon\|$ from test points (pixels in [0, 1]; a digit's norm ≈ 10)",
          xscale="log", yscale="log", ylabel=r"$\|h(y + \epsilon) - h(y)\| \,/\, \|\epsilon\|$",
          title="Contraction ratio against the distance from test points (random directions)")
-  ax.legend(loc="lower left")
+  # Outside the axes, below them: inside, it covered the CAE's points at small distances.
+  ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=9, frameon=False)
   return fig
 
 

@@ -105,6 +105,23 @@ class Runs:
     return trained(config, os.path.join(self.workdir, "runs", name))
 
 
+def saved_params(run: Trained, steps) -> dict:
+  """{step: the parameters ``run`` saved at that optimiser step} for each of ``steps`` it kept
+  (step 0: the initial parameters; a run keeps the checkpoints its ``train.checkpoint_every``
+  and ``train.checkpoints_to_keep`` say): curves of what only the parameters tell."""
+  manager = run_dir.checkpoint_manager(run.workdir, run.config.train.checkpoints_to_keep)
+  try:
+    kept = set(manager.all_steps())
+    out = {0: run.init_params} if 0 in steps else {}
+    target = None
+    for step in sorted(set(steps) & kept - {0}):
+      target = train.build(run.config, run.dataset).state if target is None else target
+      out[step] = manager.restore_latest(target, step)["params"]
+  finally:
+    manager.close()
+  return out
+
+
 def existing_run(workdir: str, expected, overrides: dict, name: str) -> Trained:
   """A run trained elsewhere, with its own config.json, at its latest checkpoint. It must be
   the figure's model, with the values the figure sets (``overrides``); other keys (epochs,

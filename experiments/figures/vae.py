@@ -1,4 +1,22 @@
-"""§E: the variational autoencoder (08-3, Figs. 5-8, and the practicum notebook's figures)."""
+r"""§E: the variational autoencoder (08-3, Figs. 5-8, and the practicum notebook's figures).
+
+The d = 2 bubbles are drawn at the KL balance. Rescaling latent i by a (μᵢ → a μᵢ,
+vᵢ → a² vᵢ, and the decoder reading zᵢ / a, which its first layer, linear in z, absorbs exactly)
+leaves C(y, Dec(z)) unchanged for every y and every ε of z = μ + √v ε, while the KL
+½ Σᵢ (vᵢ − log vᵢ − 1 + μᵢ²) changes with derivative E[μᵢ² + vᵢ] − 1 in log a: the training
+loss is at a minimum along this line only where mᵢ = E_train[μᵢ² + vᵢ] = 1, and the minimum,
+at a = 1 / √mᵢ, lowers the mean KL by exactly ½ V(mᵢ) = ½ (mᵢ − log mᵢ − 1) per latent.
+Gradient descent moves log a at a rate η ∂L/∂log a / ‖t‖² with ‖t‖² the squared norm of the
+weights the line moves, dominated by the decoder's first-layer row of zᵢ (400 weights
+initialised with variance 1 / fan-in = ½ at d = 2, ten times the 20-d VAE's), and Adam's steps
+are set by the reconstruction gradient's noise, in which this derivative is tiny: at d = 2 the
+optimisers leave mᵢ near 2 (tried, 6,000 steps each: Adam at learning rates 1e-3, 3e-3 and
+1e-2, Adam with a cosine decay, SGD with momentum; every one ended with both mᵢ above 1.4,
+the larger rates at a worse nelbo). So the figures take that last step of
+training in closed form: the trained run's μ, v (``trained_second_moment`` in the summary)
+mapped by a = 1 / √mᵢ, the exact minimiser of the training loss along the line; the model is
+the same up to the decoder reading z / a, and its loss is lower by ½ Σᵢ V(mᵢ) nats.
+"""
 
 from __future__ import annotations
 
@@ -280,16 +298,46 @@ def _draw_bubbles(ax, mu, var, labels):
   return points
 
 
-def _bubble_numbers(run: Trained, mu, var):
-  mu_train, var_train = _posterior(run, run.dataset.train["y"])
-  # E[μᵢ² + vᵢ] per latent dimension: 1 at a stationary point (see figure_facts_vae.py).
-  second = mu_train**2 + var_train
+def _kl(mu, var) -> np.ndarray:
+  """½ Σᵢ (vᵢ − log vᵢ − 1 + μᵢ²) per example: KL(N(μ, v) ‖ N(0, I))."""
+  return 0.5 * np.sum(var - np.log(var) - 1 + mu**2, axis=-1)
+
+
+def balance(mu_train, var_train, balanced: bool) -> tuple[np.ndarray, dict]:
+  """(a, numbers): the per-latent scale a = 1 / √mᵢ, mᵢ = E_train[μᵢ² + vᵢ], that takes the
+  posterior to its KL balance (module docstring; a = 1 unless ``balanced``: β = 0 has no KL
+  and no balance), and the numbers that show the map: the training set's second moments and
+  mean KL before and after it, and the drop ½ Σᵢ V(mᵢ) the closed form predicts."""
+  trained = (mu_train**2 + var_train).mean(0)
+  scale = 1 / np.sqrt(trained) if balanced else np.ones_like(trained)
+  mu, var = scale * mu_train, scale**2 * var_train
+  second = mu**2 + var
+  return scale, dict(
+      balanced=balanced, trained_second_moment=[float(m) for m in trained],
+      train_second_moment=[float(m) for m in second.mean(0)],
+      train_second_moment_sem=[float(s) for s in second.std(0) / np.sqrt(len(second))],
+      # Bubble size relative to the cloud, E[v] / E[μ² + v] per latent: unchanged by the map.
+      relative_var=[float(r) for r in var.mean(0) / second.mean(0)],
+      kl_trained=float(_kl(mu_train, var_train).mean()), kl_drawn=float(_kl(mu, var).mean()),
+      kl_drop_predicted=float(0.5 * np.sum(trained - np.log(trained) - 1)) if balanced else 0.0)
+
+
+def _balanced_posterior(run: Trained, balanced: bool):
+  """(posterior, numbers): ``posterior(y) -> (μ, v)`` of the d = 2 run mapped by ``balance``."""
+  scale, numbers = balance(*_posterior(run, run.dataset.train["y"]), balanced)
+
+  def posterior(y):
+    mu, var = _posterior(run, y)
+    return scale * mu, scale**2 * var
+
+  return posterior, numbers
+
+
+def _bubble_numbers(mu, var):
   return dict(
       mean_var=float(var.mean()), median_var=float(np.median(var)),
       mean_norm_mu=float(np.mean(np.linalg.norm(mu, axis=1))),
-      fraction_mu_inside_unit_circle=float(np.mean(np.linalg.norm(mu, axis=1) < 1.0)),
-      train_second_moment=[float(m) for m in second.mean(0)],
-      train_second_moment_sem=[float(s) for s in second.std(0) / np.sqrt(len(second))])
+      fraction_mu_inside_unit_circle=float(np.mean(np.linalg.norm(mu, axis=1) < 1.0)))
 
 
 @figure
@@ -297,12 +345,16 @@ def vae_bubbles(runs, summary):
   run = _two_d(runs, 1.0)
   num = FIGURE_CHOICES["bubble_points"]
   y, labels = run.dataset.test["y"][:num], run.dataset.test["label"][:num]
-  mu, var = _posterior(run, y)
+  posterior, numbers = _balanced_posterior(run, balanced=True)
+  mu, var = posterior(y)
   fig, ax = subplots(1, 1, (7.2, 6.4))
   points = _draw_bubbles(ax, mu, var, labels)
   colorbar(fig, points, ax, ticks=range(10), label="digit")
-  ax.set_title(f"VAE with $d = 2$: $\\mu$ of {num} test images, bubbles of radii $\\sqrt{{v}}$")
-  summary.update(_bubble_numbers(run, mu, var),
+  moments = ", ".join(f"{m:.2f}" for m in numbers["trained_second_moment"])
+  ax.set_title(f"VAE with $d = 2$: $\\mu$ of {num} test images, bubbles of radii $\\sqrt{{v}}$\n"
+               f"at the KL balance E[$\\mu_i^2 + v_i$] = 1 (training left {moments}: "
+               f"rescaled, loss −{numbers['kl_drop_predicted']:.2f} nats)", fontsize=10)
+  summary.update(numbers, **_bubble_numbers(mu, var),
                  # Mass of N(0, I₂) inside the unit circle: P(χ²₂ < 1) = 1 − e^{−1/2}.
                  prior_fraction_inside_unit_circle=float(1 - np.exp(-0.5)))
   return fig
@@ -315,12 +367,15 @@ def vae_bubbles_beta(runs, summary):
   for ax, beta in zip(axes, (0.0, 1.0)):
     run = _two_d(runs, beta)
     y, labels = run.dataset.test["y"][:num], run.dataset.test["label"][:num]
-    mu, var = _posterior(run, y)
+    posterior, numbers = _balanced_posterior(run, balanced=beta > 0)
+    mu, var = posterior(y)
     points = _draw_bubbles(ax, mu, var, labels)
-    ax.set_title(f"$\\beta = {beta:g}$: mean $v$ = {var.mean():.2g}"
-                 + (" (no KL: the bubbles collapse)" if beta == 0 else ""))
-    summary[f"beta{beta:g}"] = _bubble_numbers(run, mu, var)
+    relative = np.mean(numbers["relative_var"])
+    ax.set_title(f"$\\beta = {beta:g}$: mean $v$ = {var.mean():.2g}, "
+                 f"E[$v$] / E[$\\mu^2 + v$] = {relative:.2g}"
+                 + ("\n(no KL: the bubbles collapse)" if beta == 0 else "\n(at the KL balance)"))
+    summary[f"beta{beta:g}"] = dict(numbers, **_bubble_numbers(mu, var))
   colorbar(fig, points, axes[-1], ticks=range(10), label="digit")
   fig.suptitle(r"$d = 2$ VAE, $\mu$ and bubbles of radii $\sqrt{v}$: without the KL term "
-               r"($\beta = 0$) nothing keeps $v$ away from 0")
+               r"($\beta = 0$) nothing keeps $v$ away from 0", y=1.03)
   return fig
