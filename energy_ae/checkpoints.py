@@ -40,6 +40,7 @@ class CheckpointError(RuntimeError):
 # Written beside each finished checkpoint: the SHA-256 of every file orbax wrote, so a
 # damaged checkpoint is named before orbax reads it (orbax fails deep inside tensorstore).
 DIGEST_FILE = "energy_ae_digest.json"
+EXTRA_FILE = "energy_ae_extra.json"  # what the run saves beside the state (the data pipeline's)
 
 
 def _file_digests(step_dir: str) -> dict[str, str]:
@@ -90,7 +91,9 @@ class Manager:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state) -> None:
+  def save(self, step: int, state, extra: dict | None = None) -> None:
+    """Saves ``state`` at ``step`` and, beside it, ``extra``: a JSON record (the data
+    pipeline's state), covered by the digest like the arrays."""
     if step in self._manager.all_steps():
       return
     import jax
@@ -100,6 +103,9 @@ class Manager:
     self._manager.wait_until_finished()
     if jax.process_index() == 0:
       step_dir = self._step_dir(step)
+      if extra:
+        with open(os.path.join(step_dir, EXTRA_FILE), "w") as f:
+          json.dump(extra, f)
       digests = _file_digests(step_dir)
       tmp = os.path.join(step_dir, DIGEST_FILE + ".tmp")
       with open(tmp, "w") as f:
@@ -124,6 +130,14 @@ class Manager:
           f"{where} is damaged: {len(changed)} of the {len(saved)} files saved "
           f"{'are missing or changed' if missing else 'have changed'} since it was saved "
           f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}). {advice}")
+
+  def read_extra(self, step: int | None) -> dict:
+    """The JSON record saved beside the checkpoint at ``step`` ({} if none)."""
+    path = os.path.join(self._step_dir(step), EXTRA_FILE) if step is not None else ""
+    if not path or not os.path.isfile(path):
+      return {}
+    with open(path) as f:
+      return json.load(f)
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())

@@ -28,22 +28,24 @@ import importlib.util
 import logging
 import math
 import os
+import zipfile
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 
-from energy_ae import keys
+from energy_ae import keys, sources
 
 Split = dict[str, np.ndarray]
 
 
 class Dataset(NamedTuple):
   name: str
-  train: Split
+  train: Split  # arrays, or LazyArray columns read batch by batch when streamed
   test: Split
   value_range: tuple[float, float]  # range of y after pre-processing
+  streamed: bool = False  # data.pipeline = 'stream': the training split stays on disk
 
 
 class DataError(ValueError):
@@ -191,16 +193,24 @@ def _spiral(config) -> tuple[Split, Split, tuple[float, float]]:
 
 
 def _tfds_split(source, name: str, split: str) -> Split:
-  records = source.__getitems__(list(range(len(source))))
-  if not records:
+  """A prepared tfds split as lazy columns: ``y`` the image (the first feature if none is
+  named ``image``), ``label`` (zeros if the set has none); read by random access."""
+  if len(source) == 0:
     raise DataError(f"dataset 'tfds:{name}': split {split!r} is empty")
-  image_key = "image" if "image" in records[0] else next(iter(records[0]))
-  images = np.stack([np.asarray(r[image_key]) for r in records]).astype(np.float32)
-  if "label" in records[0]:
-    labels = np.asarray([r["label"] for r in records], np.int32)
+  features = source.dataset_info.features
+  image_key = "image" if "image" in features else next(iter(features.keys()))
+  image = features[image_key]
+  shape = tuple(image.shape)
+  if any(d is None for d in shape):
+    raise DataError(f"dataset 'tfds:{name}': its {image_key!r} feature has no fixed shape "
+                    f"{shape}; a training set needs examples of one shape")
+  y = sources.TfdsColumn(source, image_key, shape, np.dtype(image.np_dtype)).lazy()
+  if "label" in features:
+    label = sources.TfdsColumn(source, "label", (), np.int64).lazy().with_transform(
+        lambda rows: rows.astype(np.int32), (len(source),), np.int32)
   else:
-    labels = np.zeros(len(images), np.int32)
-  return {"y": images, "label": labels}
+    label = sources.LazyArray(lambda idx: np.zeros(len(idx), np.int32), (len(source),), np.int32)
+  return {"y": y, "label": label}
 
 
 def _raw_range(name: str, y: np.ndarray, *, integer: bool) -> tuple[float, float]:
@@ -216,33 +226,39 @@ def _raw_range(name: str, y: np.ndarray, *, integer: bool) -> tuple[float, float
   return low, high
 
 
+def _npz_split(name: str, path: str, arrays: dict, split: str) -> Split:
+  if split not in arrays:
+    raise DataError(f"dataset {name!r} has no {split!r} array (it holds {sorted(arrays)}); "
+                    f"save it with np.savez(path, train=..., test=...)")
+  y = arrays[split]
+  if y.ndim < 2 or not np.issubdtype(y.dtype, np.number):
+    raise DataError(f"dataset {name!r}: {split!r} must be a numeric (N, ...) array of examples, "
+                    f"got shape {y.shape} and dtype {y.dtype}")
+  label = arrays.get(f"{split}_label")
+  if label is None:
+    label = sources.LazyArray(lambda idx: np.zeros(len(idx), np.int32), (len(y),), np.int32)
+  elif label.shape != (len(y),):
+    raise DataError(f"dataset {name!r}: {split}_label has shape {label.shape}, "
+                    f"expected ({len(y)},)")
+  return {"y": y, "label": label}
+
+
 def _load_npz(path: str, pixel_range=()) -> tuple[Split, Split, tuple[float, float]]:
-  """``pixel_range`` (low, high): the range the stored values live in; empty: guessed by
-  ``_raw_range`` (only integer data is taken as 8-bit pixels)."""
+  """Your own arrays, read lazily (each array of an uncompressed .npz by random access; a
+  compressed one whole). ``pixel_range`` (low, high): the range the stored values live in;
+  empty: guessed by ``_raw_range`` (only integer data is taken as 8-bit pixels)."""
   name = f"npz:{path}"
   try:
     with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
+      files = list(f.files)
+      compressed = {k: f[k] for k in files if not _stored(path, k)}  # whole: no random access
   except FileNotFoundError as e:
     raise DataError(f"dataset {name!r}: no such file") from e
-  except (OSError, ValueError) as e:
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
     raise DataError(f"dataset {name!r} is not a readable .npz file: {e}") from e
-  splits = []
-  for split in ("train", "test"):
-    if split not in arrays:
-      raise DataError(f"dataset {name!r} has no {split!r} array (it holds {sorted(arrays)}); "
-                      f"save it with np.savez(path, train=..., test=...)")
-    y = np.asarray(arrays[split])
-    if y.ndim < 2 or not np.issubdtype(y.dtype, np.number):
-      raise DataError(f"dataset {name!r}: {split!r} must be a numeric (N, ...) array of examples, "
-                      f"got shape {y.shape} and dtype {y.dtype}")
-    label = arrays.get(f"{split}_label", np.zeros(len(y), np.int32))
-    if label.shape != (len(y),):
-      raise DataError(f"dataset {name!r}: {split}_label has shape {label.shape}, "
-                      f"expected ({len(y)},)")
-    splits.append({"y": y.astype(np.float32), "label": label.astype(np.int32)})
-  integer = np.issubdtype(arrays["train"].dtype, np.integer)
-  train, test = splits
+  arrays = {k: compressed[k] if k in compressed else sources.NpyMember(path, k).lazy()
+            for k in files}
+  train, test = (_npz_split(name, path, arrays, split) for split in ("train", "test"))
   if train["y"].shape[1:] != test["y"].shape[1:]:
     raise DataError(f"dataset {name!r}: train examples have shape {train['y'].shape[1:]} but "
                     f"test examples {test['y'].shape[1:]}")
@@ -252,16 +268,31 @@ def _load_npz(path: str, pixel_range=()) -> tuple[Split, Split, tuple[float, flo
       raise DataError(f"data.pixel_range = {tuple(pixel_range)!r}: must be (low, high) with "
                       f"low < high, or empty to guess it")
     return train, test, (low, high)
-  finite = train["y"][np.isfinite(train["y"])]
-  return train, test, _raw_range(name, finite, integer=integer) if finite.size else (0.0, 1.0)
+  y = train["y"]
+  low, high, bad = sources.value_range(sources.as_lazy(y))  # one pass, chunk by chunk
+  if bad:
+    raise DataError(f"dataset {name!r}: the train split holds {bad} NaN or infinite 'y' values")
+  if low > high:  # no finite value at all
+    return train, test, (0.0, 1.0)
+  return train, test, _raw_range(name, np.asarray([low, high]),
+                                 integer=np.issubdtype(y.dtype, np.integer))
+
+
+def _stored(path: str, key: str) -> bool:
+  """Whether array ``key`` of the .npz is stored uncompressed (readable by random access)."""
+  with zipfile.ZipFile(path) as archive:
+    return archive.getinfo(f"{key}.npy").compress_type == zipfile.ZIP_STORED
 
 
 def _load_tfds(name: str, config) -> tuple[Split, Split, tuple[float, float]]:
+  """A TensorFlow Datasets set prepared in ``data.data_dir`` in the array_record format, its
+  splits ``data.train_split`` / ``data.test_split`` (tfds split syntax: "train[:90%]")."""
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
     raise DataError(
-        f"dataset 'tfds:{name}' needs TensorFlow Datasets: pip install 'energy_ae[tfds]'") from e
+        f"dataset 'tfds:{name}' needs TensorFlow Datasets: install this project with its tfds "
+        "extra (.venv/bin/pip install -e '.[tfds]')") from e
   data_dir = config.get("data_dir", None) or None
   splits = []
   for split in (config.get("train_split", "train"), config.get("test_split", "test")):
@@ -276,8 +307,12 @@ def _load_tfds(name: str, config) -> tuple[Split, Split, tuple[float, float]]:
           f"--config.data.data_dir=DIR."
       ) from e
     splits.append(_tfds_split(source, name, split))
-  high = 1.0 if splits[0]["y"].max() <= 1.0 else 255.0
-  return splits[0], splits[1], (0.0, high)
+  dtype = splits[0]["y"].dtype
+  if np.issubdtype(dtype, np.integer):  # 8-bit pixels (tfds images are uint8)
+    return splits[0], splits[1], (0.0, float(np.iinfo(dtype).max) if dtype.itemsize == 1
+                                  else 255.0)
+  low, high, _ = sources.value_range(splits[0]["y"])
+  return splits[0], splits[1], (0.0, 1.0) if low >= 0 and high <= 1 else (low, high)
 
 
 # ----------------------------------------------------------------------------
@@ -289,6 +324,8 @@ _BINARIZE = ("none", "dynamic")
 
 
 def _check_finite(name: str, split_name: str, split: Split) -> None:
+  """Non-empty, one value of each input per example, finite (a streamed split: checked when
+  its range was taken, or finite by type)."""
   y = split["y"]
   if len(y) == 0:
     raise DataError(f"dataset {name!r}: the {split_name} split is empty")
@@ -296,6 +333,8 @@ def _check_finite(name: str, split_name: str, split: Split) -> None:
     if len(values) != len(y):
       raise DataError(f"dataset {name!r}: the {split_name} split holds {len(values)} {key!r} "
                       f"values for {len(y)} examples")
+    if isinstance(values, sources.LazyArray):
+      continue
     if not np.all(np.isfinite(values)):
       bad = int(np.sum(~np.isfinite(values)))
       raise DataError(f"dataset {name!r}: the {split_name} split holds {bad} NaN or infinite "
@@ -312,45 +351,131 @@ def model_inputs(split: Mapping[str, Any]) -> dict[str, Any]:
   return {k: split[k] for k in MODEL_INPUTS if k in split}
 
 
-def load(config: Mapping[str, Any]) -> Dataset:
-  """Loads ``config.name`` and pre-processes it as the config says.
+PIPELINES = ("resident", "stream")
 
-  Keys: ``name``; ``max_test_examples`` (0: all); ``range`` ('unit' → [0, 1],
-  'symmetric' → [−1, 1], 'raw'),
-  ``flatten`` (images to vectors), ``binarize`` ('none' or 'dynamic', applied per
-  batch in the train step), plus each loader's own keys (``num_train``, ...).
-  """
-  name = config["name"]
-  if name.startswith("tfds:"):
-    train, test, raw_range = _load_tfds(name[len("tfds:"):], config)
-  elif name.startswith("npz:"):
-    train, test, raw_range = _load_npz(name[len("npz:"):], config.get("pixel_range", ()))
-  elif name in _LOADERS:
-    train, test, raw_range = _LOADERS[name](config)
-  else:
-    raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
-  for split_name, split in (("train", train), ("test", test)):
-    _check_finite(name, split_name, split)
-  max_test = config.get("max_test_examples", 0)
-  if not isinstance(max_test, int) or max_test < 0:
-    raise DataError(f"data.max_test_examples must be an integer >= 0 (0: all), got {max_test!r}")
-  if max_test:  # a smaller test split for smoke runs (the ``quick`` configs)
-    test = {k: v[:max_test] for k, v in test.items()}
 
+def host_available_bytes() -> int | None:
+  """The host's available memory (None where /proc/meminfo is not readable)."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def memory_budget(config: Mapping[str, Any]) -> tuple[int | None, str]:
+  """(bytes, where from) a resident set may take: ``data.memory_budget_gb`` if > 0, else the
+  host's available memory."""
+  budget = config.get("memory_budget_gb", 0.0)
+  if budget:
+    return int(budget * 1e9), f"data.memory_budget_gb = {budget:g}"
+  return host_available_bytes(), "the host's available memory"
+
+
+def resident_bytes(split: Split) -> int:
+  """Bytes of a split's model inputs as float32 in memory."""
+  return sum(math.prod(v.shape) * 4 for v in model_inputs(split).values())
+
+
+def _materialize(name: str, split: Split, config, what: str) -> Split:
+  """A split read whole into memory, after checking that it fits."""
+  needed = resident_bytes(split)
+  budget, source = memory_budget(config)
+  if budget is not None and needed > budget:
+    raise DataError(
+        f"dataset {name!r}: the {what} split ({len(split['y'])} examples of shape "
+        f"{tuple(split['y'].shape[1:])}) takes {needed / 1e9:.3g} GB resident as float32 but "
+        f"{source} is {budget / 1e9:.3g} GB: set data.pipeline=stream to read it from disk batch "
+        "by batch" + ("" if what == "train" else ", or data.max_test_examples to test on fewer"))
+  return {k: np.asarray(v) for k, v in split.items()}
+
+
+def _rescale(y, raw_range, target_range):
+  low, high = raw_range
+  new_low, new_high = target_range
+  scale = (new_high - new_low) / (high - low)
+  fn = lambda rows: ((np.asarray(rows, np.float32) - low) * scale + new_low).astype(np.float32)
+  if isinstance(y, sources.LazyArray):
+    return y.with_transform(fn, y.shape, np.float32)
+  return fn(y)
+
+
+def _flatten(y):
+  if isinstance(y, sources.LazyArray):
+    return y.with_transform(lambda rows: rows.reshape(len(rows), -1),
+                            (len(y), math.prod(y.shape[1:])), y.dtype)
+  return y.reshape(len(y), -1)
+
+
+def _as(values, dtype):
+  """``values`` of ``dtype`` (a lazy column converted as its rows are read)."""
+  if not isinstance(values, sources.LazyArray):
+    return np.asarray(values, dtype)
+  if values.dtype == dtype:
+    return values
+  return values.with_transform(lambda rows: rows.astype(dtype), values.shape, dtype)
+
+
+def _check_options(config) -> tuple[str, str, str, int]:
   target = config.get("range", "raw")
   if target not in _RANGES:
     raise DataError(f"data.range must be one of {sorted(_RANGES)}, got {target!r}")
   binarize = config.get("binarize", "none")
   if binarize not in _BINARIZE:
     raise DataError(f"data.binarize must be one of {list(_BINARIZE)}, got {binarize!r}")
+  pipeline = config.get("pipeline", "resident")
+  if pipeline not in PIPELINES:
+    raise DataError(f"data.pipeline must be one of {list(PIPELINES)}, got {pipeline!r}")
+  max_test = config.get("max_test_examples", 0)
+  if not isinstance(max_test, int) or max_test < 0:
+    raise DataError(f"data.max_test_examples must be an integer >= 0 (0: all), got {max_test!r}")
+  return target, binarize, pipeline, max_test
+
+
+def _raw_splits(name: str, config) -> tuple[Split, Split, tuple[float, float]]:
+  if name.startswith("tfds:"):
+    return _load_tfds(name[len("tfds:"):], config)
+  if name.startswith("npz:"):
+    return _load_npz(name[len("npz:"):], config.get("pixel_range", ()))
+  if name in _LOADERS:
+    return _LOADERS[name](config)
+  raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(dataset_names())}")
+
+
+def load(config: Mapping[str, Any]) -> Dataset:
+  """Loads ``config.name`` and pre-processes it as the config says.
+
+  Keys: ``name``; ``max_test_examples`` (0: all); ``range`` ('unit' → [0, 1],
+  'symmetric' → [−1, 1], 'raw'), ``flatten`` (images to vectors), ``binarize`` ('none' or
+  'dynamic', applied per batch in the train step), ``pipeline`` ('resident': both splits in
+  memory, checked to fit ``memory_budget_gb`` or the host's memory; 'stream': the training
+  split stays on disk, ``LazyArray`` columns read batch by batch, pre-processed as they are
+  read), plus each loader's own keys (``num_train``, ``data_dir``, ``train_split``, ...). The
+  test split is always resident.
+  """
+  name = config["name"]
+  target, binarize, pipeline, max_test = _check_options(config)
+  train, test, raw_range = _raw_splits(name, config)
+  if max_test:  # a smaller test split for smoke runs (the ``quick`` configs)
+    test = {k: v[:max_test] for k, v in test.items()}
+  test = _materialize(name, test, config, "test")
+  if pipeline == "stream":
+    train = {k: sources.as_lazy(v) for k, v in train.items()}
+  else:
+    train = _materialize(name, train, config, "train")
+  for split_name, split in (("train", train), ("test", test)):
+    _check_finite(name, split_name, split)
   value_range = raw_range
   if _RANGES[target] is not None:
-    low, high = raw_range
-    new_low, new_high = _RANGES[target]
-    scale = (new_high - new_low) / (high - low)
     for split in (train, test):
-      split["y"] = ((split["y"] - low) * scale + new_low).astype(np.float32)
-    value_range = (new_low, new_high)
+      split["y"] = _rescale(split["y"], raw_range, _RANGES[target])
+    value_range = _RANGES[target]
+  for split in (train, test):  # every input as float32 and labels as int32, as read
+    split.update({k: _as(v, np.float32) for k, v in model_inputs(split).items()})
+    split["label"] = _as(split["label"], np.int32)
   if binarize == "dynamic" and value_range != (0.0, 1.0):
     raise DataError(f"dataset {name!r}: dynamic binarisation needs data.range='unit'")
   if binarize == "dynamic":
@@ -360,8 +485,8 @@ def load(config: Mapping[str, Any]) -> Dataset:
     test["y"] = (rng.uniform(size=test["y"].shape) < test["y"]).astype(np.float32)
   if config.get("flatten", False):
     for split in (train, test):
-      split["y"] = split["y"].reshape(len(split["y"]), -1)
-  return Dataset(name, train, test, value_range)
+      split["y"] = _flatten(split["y"])
+  return Dataset(name, train, test, value_range, pipeline == "stream")
 
 
 def prepare_batch(batch: Mapping[str, jax.Array], key: jax.Array, *, binarize: str) -> dict:

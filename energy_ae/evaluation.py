@@ -72,6 +72,10 @@ def logistic_probe(model: models.Model, params, train_y, train_labels, test_y, t
       test_codes.reshape(len(test_codes), -1), np.asarray(test_labels), max_iter=max_iter)
 
 
+# Training codes the probe of a streamed set is fitted on when train.linear_probe_examples = 0.
+STREAMED_PROBE_EXAMPLES = 10_000
+
+
 class ProbeData(NamedTuple):
   """The probe's codes come from these splits (on the devices; labels also on the host)."""
 
@@ -89,13 +93,18 @@ class ProbeData(NamedTuple):
 def probe_data(dataset, train_config, place: Callable) -> ProbeData | None:
   """The linear probe's data (``train.linear_probe``, a data set with several labels), placed
   on the devices by ``place``; None when there is no probe."""
-  labels = dataset.train["label"]
-  if not train_config.get("linear_probe", True) or len(np.unique(labels)) < 2:
+  if not train_config.get("linear_probe", True):
     return None
-  n = train_config.get("linear_probe_examples", 0) or len(labels)
-  on_device = place({"train_y": dataset.train["y"][:n], "train_labels": labels[:n],
+  # The first n training codes (a streamed set: at most STREAMED_PROBE_EXAMPLES, read once).
+  n = train_config.get("linear_probe_examples", 0) or (
+      min(len(dataset.train["y"]), STREAMED_PROBE_EXAMPLES) if dataset.streamed
+      else len(dataset.train["y"]))
+  labels = np.asarray(dataset.train["label"][:n])
+  if len(np.unique(labels)) < 2:
+    return None
+  on_device = place({"train_y": np.asarray(dataset.train["y"][:n]), "train_labels": labels,
                      "test_y": dataset.test["y"], "test_labels": dataset.test["label"]})
-  return ProbeData(**on_device, host_train_labels=labels[:n],
+  return ProbeData(**on_device, host_train_labels=labels,
                    host_test_labels=dataset.test["label"],
                    num_classes=int(max(labels.max(), dataset.test["label"].max())) + 1,
                    l2=train_config.get("linear_probe_l2", 1e-3),

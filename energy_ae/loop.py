@@ -44,6 +44,9 @@ class Interrupted(Exception):
     self.signum, self.step = signum, step
 
 
+FEED_STATE = "data_pipeline"  # the key of the feed's state in a checkpoint's extra record
+
+
 class Variant(NamedTuple):
   """One trained configuration: its name in a sweep ('' for a run), config and run directory."""
 
@@ -55,11 +58,12 @@ class Variant(NamedTuple):
 class Program(NamedTuple):
   """What the loop runs; built by ``train.program`` (a run) or ``sweep.program`` (a sweep).
 
-  ``step(state, perm, offset) -> (state, metrics)`` is one optimiser step on the global batch
-  at ``offset`` of the epoch's order ``perm`` (``permutation(epoch)``); ``multi_step`` the same
-  for ``steps_per_dispatch`` = k steps in one call (metrics stacked along a leading axis of k).
-  With ``stacked`` (a sweep) states, orders and metrics carry a variants axis after it.
-  ``evaluate(params, final=..., phases=...)`` returns each variant's test metrics.
+  ``step(state, *feed.args(s, 1)) -> (state, metrics)`` is optimiser step s, its data
+  arguments from ``feed`` (``energy_ae.feeds``: the resident split and the epoch's order, or
+  the streamed batch); ``multi_step`` the same for ``steps_per_dispatch`` = k steps in one
+  call (metrics stacked along a leading axis of k). With ``stacked`` (a sweep) states and
+  metrics carry a variants axis after it. ``evaluate(params, final=..., phases=...)``
+  returns each variant's test metrics.
   """
 
   variants: list[Variant]
@@ -69,7 +73,7 @@ class Program(NamedTuple):
   step: Callable
   multi_step: Callable | None
   steps_per_dispatch: int
-  permutation: Callable[[int], Any]
+  feed: Any  # feeds.Feed
   evaluate: Callable[..., list]
   total_steps: int
   steps_per_epoch: int
@@ -245,6 +249,9 @@ class _Session:
       states.append(manager.restore_latest(initial, step=step) if step is not None else initial)
     start = min([int(s["step"]) for s, live in zip(states, self.live) if live] or [0])
     self.restored = common is not None
+    saved = (self.managers[self.live.index(True)].read_extra(common).get(FEED_STATE)
+             if self.restored and any(self.live) else None)
+    self.program.feed.start(start, saved)  # the data pipeline where the checkpoint left it
     return self.program.place(states), start
 
   def open_writers(self, start_step: int) -> None:
@@ -293,6 +300,7 @@ class _Session:
                           f"variant {name}: {error}")
 
   def close(self) -> None:
+    self.program.feed.close()
     for manager in self.managers:
       manager.close()
     for writer in self.writers:
@@ -364,10 +372,12 @@ def _evaluate(session: _Session, state, step: int, phases: PhaseTimer, *, final:
 
 
 def _save(session: _Session, state, step: int, phases: PhaseTimer) -> None:
+  """Each live variant's state, and the data pipeline's state beside it (a streamed run)."""
+  extra = {FEED_STATE: session.program.feed.state()}
   with phases("checkpoint"):
     for i, manager in enumerate(session.managers):
       if session.live[i]:  # finite: a step that is not is never applied, or it froze
-        manager.save(step, _variant_state(session.program, state, i))
+        manager.save(step, _variant_state(session.program, state, i), extra=extra)
 
 
 def _log(session: _Session, host: list, step: int, clock: _Clock, progress) -> None:
@@ -396,31 +406,27 @@ def _final_records(session: _Session, state, step: int, phases: PhaseTimer) -> l
           for i, p in enumerate(previous)]
 
 
-def _dispatch(program: Program, state, step: int, perm):
+def _dispatch(program: Program, state, step: int):
   """One dispatch from ``step``: k steps where k consecutive steps stay inside the epoch and
   the run and ``step`` is a multiple of k, one step elsewhere. Returns (state, metrics, n)."""
   k = program.steps_per_dispatch
   index = step % program.steps_per_epoch
-  offset = index * program.train.batch_size
   if (program.multi_step is not None and step % k == 0 and index + k <= program.steps_per_epoch
       and step + k <= program.total_steps):
-    return (*program.multi_step(state, perm, offset), k)
-  return (*program.step(state, perm, offset), 1)
+    return (*program.multi_step(state, *program.feed.args(step, k)), k)
+  return (*program.step(state, *program.feed.args(step, 1)), 1)
 
 
 def _train(session: _Session, state, start_step: int, phases: PhaseTimer, stop: StopRequest,
            progress) -> list[dict]:
   program, tc = session.program, session.program.train
   total = program.total_steps
-  step, last_eval, perm, perm_epoch, pending = start_step, [], None, -1, None
+  step, last_eval, pending = start_step, [], None
   if step == 0 and tc.get("eval_at_start", True):  # the untrained model: where curves start
     _evaluate(session, state, 0, phases, final=total == 0)
   clock, first = _Clock(phases), True
   while step < total:
-    epoch = step // program.steps_per_epoch
-    if epoch != perm_epoch:
-      perm, perm_epoch = program.permutation(epoch), epoch
-    state, metrics, n = _dispatch(program, state, step, perm)
+    state, metrics, n = _dispatch(program, state, step)
     if first:  # compilation and the first dispatch: a phase of its own
       jax.block_until_ready(state)
       phases.add("compile", time.perf_counter() - clock.mark)

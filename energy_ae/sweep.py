@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import PartitionSpec as P
 
-from energy_ae import config_keys, data as data_lib, evaluation, loop, models, train
+from energy_ae import config_keys, data as data_lib, evaluation, feeds, loop, models, train
 
 # Keys the trainer itself reads per variant; any other key must be one the model reads as a
 # number (it is traced when the model is built).
@@ -166,25 +166,35 @@ def _untraceable(key: str, model_name: str, error: Exception) -> ValueError:
 
 
 def make_sweep_step(build, mesh, *, global_batch: int, binarize: str, rollback: bool = False,
-                    steps: int = 1):
-  """``step(states, data, perms, offset, keys, values) -> (states, metrics)``: ``steps``
-  optimiser steps of every variant (states and metrics stacked along the variants' axis, after
-  the steps' axis for k > 1), jitted, states donated; ``perms`` (V, N) and ``keys`` (V, ...)
-  key data, ``values`` (V, K) the swept values."""
+                    steps: int = 1, placement: str = "replicated"):
+  """``step(states, data, perms, offset, keys, values) -> (states, metrics)`` (resident data;
+  ``perms`` (V, N)) or ``step(states, batches, keys, values)`` (streamed: each variant's batch,
+  (V, B, ...)): ``steps`` optimiser steps of every variant (states and metrics stacked along
+  the variants' axis, after the steps' axis for k > 1), jitted, states donated; ``keys``
+  (V, ...) key data, ``values`` (V, K) the swept values."""
   local_batch = train.local_batch_size(global_batch, mesh)
   collectives = mesh.size > 1
+  streamed = placement == "stream"
 
-  def per_device(states, data, perms, offset, keys, values):
-    def one(state, perm, key, value):
+  def per_device(states, *args):
+    *inputs, keys, values = args
+
+    def one(state, key, value, *variant_inputs):
       model, tx = build(value)
       step = train.device_step(model, tx, local_batch=local_batch, binarize=binarize,
-                               data_parallel=True, collectives=collectives, rollback=rollback)
-      return step(state, data, perm, offset, jax.random.wrap_key_data(key))
+                               data_parallel=True, collectives=collectives, rollback=rollback,
+                               placement=placement)
+      return step(state, *variant_inputs, jax.random.wrap_key_data(key))
 
-    return jax.vmap(one)(states, perms, keys, values)
+    if streamed:  # (batches,): one batch per variant
+      return jax.vmap(one)(states, keys, values, *inputs)
+    data, perms, offset = inputs  # the split and the offset are shared, the orders are not
+    return jax.vmap(lambda state, key, value, perm: one(state, key, value, data, perm, offset))(
+        states, keys, values, perms)
 
-  body = train.scan_steps(per_device, steps, global_batch)
-  sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(),) * 6, out_specs=(P(), P()),
+  body = train.scan_steps(per_device, steps, global_batch, streamed=streamed)
+  specs = (P(), *feeds.data_specs(placement, steps=steps, stacked=True), P(), P())
+  sharded = jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=(P(), P()),
                           check_vma=collectives)
   return jax.jit(sharded, donate_argnums=0)
 
@@ -202,17 +212,26 @@ class SweepSetup(NamedTuple):
   data_keys: jax.Array  # (V, ...) key data of each variant's data order, replicated
   step_keys: jax.Array
   eval_keys: jax.Array
-  train_data: dict  # the training split's model inputs, replicated
   step: object  # make_sweep_step(...)
   models: list  # each variant's concrete model
   multi_step: object = None  # make_sweep_step(..., steps=k) for k steps per dispatch
 
 
+def _abstract_data(dataset, placement: str, num_variants: int, batch_size: int) -> tuple:
+  """Shapes of the step's data arguments, to trace it once before any data is placed."""
+  inputs = data_lib.model_inputs(dataset.train)
+  shape = lambda x, lead: jax.ShapeDtypeStruct((*lead, *x.shape[1:]), jnp.float32)
+  if placement == "stream":
+    return ({k: shape(v, (num_variants, batch_size)) for k, v in inputs.items()},)
+  num = len(inputs["y"])
+  return ({k: shape(v, (num,)) for k, v in inputs.items()},
+          jax.ShapeDtypeStruct((num_variants, num), jnp.int32), 0)
+
+
 def setup_sweep_step(sweep: Sweep, config, mesh, dataset, *, batch_size: int | None = None,
-                     steps_per_dispatch: int = 1) -> SweepSetup:
-  """Initial states, keys, replicated data and the jitted step of every variant; fails with
-  one line, before anything is written, when a value changes shapes or the model cannot
-  take the key traced."""
+                     steps_per_dispatch: int = 1, placement: str = "replicated") -> SweepSetup:
+  """Initial states, keys and the jitted step of every variant; fails with one line, before
+  anything is written, when a value changes shapes or the model cannot take the key traced."""
   total_steps = train.num_steps(config.train, dataset)
   run_keys = [train.run_keys(c.seed) for c in sweep.configs]  # (init, data, step, eval)
   builts = [train.build(c, dataset, keys[0]) for c, keys in zip(sweep.configs, run_keys)]
@@ -225,17 +244,16 @@ def setup_sweep_step(sweep: Sweep, config, mesh, dataset, *, batch_size: int | N
   build = _builder(sweep, dataset.train["y"].shape[1:], dataset.value_range, total_steps)
   values = train.replicate(mesh, np.asarray(sweep.values, np.float32))
   key_data = lambda i: train.replicate(mesh, np.stack([train.key_data(k[i]) for k in run_keys]))
-  train_data = train.replicate(mesh, data_lib.model_inputs(dataset.train))
-  make = functools.partial(make_sweep_step, build, mesh,
-                           global_batch=batch_size or config.train.batch_size,
-                           binarize=config.data.get("binarize", "none"),
+  batch = batch_size or config.train.batch_size
+  make = functools.partial(make_sweep_step, build, mesh, global_batch=batch,
+                           binarize=config.data.get("binarize", "none"), placement=placement,
                            rollback=train.skips_nonfinite(config))
   step_fn = make()
   # Every variant's step traced once: a key the model reads as a Python number fails here.
-  num_train = dataset.train["y"].shape[0]
   try:
-    jax.eval_shape(make(), train.replicate(mesh, stack([b.state for b in builts])), train_data,
-                   jnp.zeros((len(builts), num_train), jnp.int32), 0, key_data(1), values)
+    jax.eval_shape(step_fn, train.replicate(mesh, stack([b.state for b in builts])),
+                   *_abstract_data(dataset, placement, len(builts), batch), key_data(1),
+                   values)
   except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
           jax.errors.TracerIntegerConversionError) as e:
     raise _untraceable(sweep.key, config.model.name, e) from None
@@ -244,7 +262,7 @@ def setup_sweep_step(sweep: Sweep, config, mesh, dataset, *, batch_size: int | N
       raise
     raise _untraceable(sweep.key, config.model.name, e) from None
   return SweepSetup([b.state for b in builts], build, values, key_data(1), key_data(2),
-                    key_data(3), train_data, step_fn, [b.model for b in builts],
+                    key_data(3), step_fn, [b.model for b in builts],
                     make(steps=steps_per_dispatch) if steps_per_dispatch > 1 else None)
 
 
@@ -252,12 +270,12 @@ def program(config, workdir: str, sweep: Sweep, shared: train.Shared) -> loop.Pr
   """The loop's program of a sweep: the vmapped step over the stacked variants."""
   tc, mesh = config.train, shared.mesh
   k = tc.get("steps_per_dispatch", 1)
-  setup = setup_sweep_step(sweep, config, mesh, shared.dataset, steps_per_dispatch=k)
-  multi = setup.multi_step
-  args = (setup.train_data,)
+  data_keys = np.stack([train.key_data(train.run_keys(c.seed)[1]) for c in sweep.configs])
+  feed = feeds.make(config, mesh, shared.dataset, data_keys, stacked=True,
+                    steps_per_epoch=shared.steps_per_epoch, total_steps=shared.total_steps)
+  setup = setup_sweep_step(sweep, config, mesh, shared.dataset, steps_per_dispatch=k,
+                           placement=feed.placement)
   rest = (setup.step_keys, setup.values)
-  permutations = jax.jit(jax.vmap(data_lib.epoch_permutation, in_axes=(0, None, None)),
-                         static_argnums=2, out_shardings=NamedSharding(mesh, P()))
   evaluate = evaluation.make_evaluator(
       lambda value: setup.build(value)[0], setup.models, values=setup.values,
       eval_keys=setup.eval_keys, test_data=shared.test_data,
@@ -268,13 +286,11 @@ def program(config, workdir: str, sweep: Sweep, shared: train.Shared) -> loop.Pr
       variants=[loop.Variant(n, c, d) for n, c, d in zip(sweep.names, sweep.configs, sweep.dirs)],
       stacked=True, initial=setup.initial,
       place=lambda states: train.replicate(mesh, stack(states)),
-      step=lambda state, perms, offset: setup.step(state, *args, perms, offset, *rest),
-      multi_step=(lambda state, perms, offset: multi(state, *args, perms, offset, *rest))
-      if multi else None,
-      steps_per_dispatch=k,
-      permutation=lambda epoch: permutations(setup.data_keys, epoch, shared.num_train),
-      evaluate=evaluate, total_steps=shared.total_steps, steps_per_epoch=shared.steps_per_epoch,
-      train=tc, freeze=config.sweep.get("on_nonfinite", "freeze") == "freeze", root=workdir)
+      step=lambda state, *args: setup.step(state, *args, *rest),
+      multi_step=(lambda state, *args: setup.multi_step(state, *args, *rest)) if k > 1 else None,
+      steps_per_dispatch=k, feed=feed, evaluate=evaluate, total_steps=shared.total_steps,
+      steps_per_epoch=shared.steps_per_epoch, train=tc,
+      freeze=config.sweep.get("on_nonfinite", "freeze") == "freeze", root=workdir)
 
 
 def train_and_evaluate(config, workdir: str, *, allow_config_change: bool = False

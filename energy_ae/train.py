@@ -20,20 +20,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
-from energy_ae import config_checks, data as data_lib, evaluation, keys as keys_lib, loop
+from energy_ae import config_checks, data as data_lib, evaluation, feeds, keys as keys_lib, loop
 from energy_ae import models
 from energy_ae.devices import (AXIS, check_memory, enable_compilation_cache,  # noqa: F401
                                make_mesh, maybe_initialize_distributed, replicate)
 from energy_ae.loop import Interrupted, PhaseTimer, TrainingError  # noqa: F401
 from energy_ae.optimizers import (LR_SCHEDULES, OPTIMIZERS, burda_schedule,  # noqa: F401
                                   make_optimizer)
-
-# What a step with a non-finite loss, gradient or parameter does: stop the run, or skip
-# the step (it is never applied) and count it in the train metrics as `nonfinite_steps`.
-ON_NONFINITE = ("stop", "skip")
-
 
 # ----------------------------------------------------------------------------
 # Config checks
@@ -85,10 +80,13 @@ def _all_finite(tree) -> jax.Array:
 
 
 def device_step(model: models.Model, tx, *, local_batch: int, binarize: str,
-                data_parallel: bool, collectives: bool, rollback: bool = False):
-  """``per_device(state, data, perm, offset, key) -> (state, metrics)``: one optimiser step on
-  this device's shard of the global batch at ``offset`` of ``perm`` (see make_train_step), the
-  body that ``make_train_step`` and the sweep's vmapped step (``energy_ae.sweep``) compile.
+                data_parallel: bool, collectives: bool, rollback: bool = False,
+                placement: str = "replicated"):
+  """The body that ``make_train_step`` and the sweep's vmapped step (``energy_ae.sweep``)
+  compile: one optimiser step on this device's shard of the global batch. Resident data
+  (``placement`` replicated or sharded): ``per_device(state, data, perm, offset, key)``, the
+  batch at ``offset`` of the epoch's order ``perm`` gathered inside the step
+  (``feeds.gather_rows``); streamed: ``per_device(state, batch, key)``, this device's rows.
 
   ``finite`` in the metrics says whether the step's metrics, gradients and new state are all
   finite. With ``rollback`` (``train.on_nonfinite = 'skip'``) a step that is not leaves the
@@ -100,10 +98,11 @@ def device_step(model: models.Model, tx, *, local_batch: int, binarize: str,
   geometric sums of them) and ‖θ‖ of the new parameters (an update that overflows them).
   """
 
-  def per_device(state, data, perm, offset, key):
+  def positions():
     device = lax.axis_index(AXIS) if data_parallel else 0
-    positions = device * local_batch + jnp.arange(local_batch)
-    batch = jax.tree.map(lambda x: x[perm[offset + positions]], data)
+    return device * local_batch + jnp.arange(local_batch)
+
+  def step_on(state, batch, positions, key):
     step_key = jax.random.fold_in(key, state["step"])
     data_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 0), positions)
     model_keys = keys_lib.per_example_keys(jax.random.fold_in(step_key, 1), positions)
@@ -138,6 +137,16 @@ def device_step(model: models.Model, tx, *, local_batch: int, binarize: str,
     metrics = dict(metrics, grad_norm=grad_norm, finite=finite.astype(jnp.int32))
     return new_state, metrics
 
+  if placement == "stream":
+    return lambda state, batch, key: step_on(state, dict(batch), positions(), key)
+
+  def per_device(state, data, perm, offset, key):
+    where = positions()
+    batch = feeds.gather_rows(data, perm, offset, where, sharded=placement == "sharded",
+                              collectives=collectives, global_batch=local_batch * (
+                                  lax.axis_size(AXIS) if data_parallel else 1))
+    return step_on(state, batch, where, key)
+
   return per_device
 
 
@@ -149,12 +158,17 @@ def local_batch_size(global_batch: int, mesh: Mesh) -> int:
   return global_batch // mesh.size
 
 
-def scan_steps(per_device, steps: int, global_batch: int):
-  """k = ``steps`` consecutive optimiser steps of ``per_device(state, data, perm, offset, ...)``
-  in one ``lax.scan`` over the batches at ``offset``, ``offset + global_batch``, ... of the
-  same order: the same computation as k calls, one dispatch; metrics stacked, shape (k, ...)."""
+def scan_steps(per_device, steps: int, global_batch: int, *, streamed: bool = False):
+  """k = ``steps`` consecutive optimiser steps in one ``lax.scan``: of resident
+  ``per_device(state, data, perm, offset, ...)`` over the batches at ``offset``,
+  ``offset + global_batch``, ... of the same order; of streamed ``per_device(state, batch,
+  ...)`` over the k batches stacked along axis 0. The same computation as k calls, one
+  dispatch; metrics stacked, shape (k, ...)."""
   if steps == 1:
     return per_device
+  if streamed:
+    return lambda state, batches, *rest: lax.scan(
+        lambda s, batch: per_device(s, batch, *rest), state, batches)
 
   def body(state, data, perm, offset, *rest):
     def one(state, i):
@@ -166,23 +180,24 @@ def scan_steps(per_device, steps: int, global_batch: int):
 
 
 def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, binarize: str,
-                    data_parallel: bool = True, steps: int = 1, rollback: bool = False):
-  """``step(state, data, perm, offset, key) -> (state, metrics)``, jitted, state donated.
+                    data_parallel: bool = True, steps: int = 1, rollback: bool = False,
+                    placement: str = "replicated"):
+  """``step(state, data, perm, offset, key) -> (state, metrics)`` (resident data) or
+  ``step(state, batch, key)`` (``placement = 'stream'``), jitted, state donated.
 
-  ``data`` is the training split resident on every device (``{"y": ...}``, with ``"x"`` for a
-  conditional model: every array is gathered by the same indices), ``perm`` the epoch's
-  example order and ``offset`` the position of this global batch in it: each
-  device gathers its own ``global_batch / num_devices`` examples inside the
-  compiled step, so no batch is copied from the host. The step's randomness is
-  ``fold_in(key, step)``, one key per example by its global batch position.
-  A step whose loss, gradients, new parameters or optimiser state are not finite reports
-  ``finite = 0`` and, with ``rollback``, leaves the state unchanged (``device_step``).
-  ``data_parallel=False`` compiles the same step
-  as a plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
+  Resident: ``data`` is the training split on the devices (``{"y": ...}``, with ``"x"`` for a
+  conditional model: every array is gathered by the same indices), replicated or sharded by
+  rows (``feeds``); ``perm`` the epoch's example order and ``offset`` the position of this
+  global batch in it: each device gathers its own ``global_batch / num_devices`` examples
+  inside the compiled step, so no batch is copied from the host. Streamed: ``batch`` is the
+  global batch, sharded over the devices. The step's randomness is ``fold_in(key, step)``, one
+  key per example by its global batch position. A step whose loss, gradients, new parameters
+  or optimiser state are not finite reports ``finite = 0`` and, with ``rollback``, leaves the
+  state unchanged (``device_step``). ``data_parallel=False`` compiles the same step as a
+  plain ``jit`` on one device, without ``shard_map`` (the benchmark's baseline).
 
-  ``steps`` = k > 1 runs k consecutive optimiser steps in one compiled call (a ``lax.scan``
-  over the batches at ``offset``, ``offset + global_batch``, ... of the same ``perm``), the
-  same computation as k calls, with one dispatch: each metric comes back stacked, shape (k,).
+  ``steps`` = k > 1 runs k consecutive optimiser steps in one compiled call (``scan_steps``),
+  the same computation as k calls, with one dispatch: each metric comes back stacked, (k,).
   """
   num_devices = mesh.size
   local_batch = local_batch_size(global_batch, mesh)
@@ -195,13 +210,14 @@ def make_train_step(model: models.Model, tx, mesh: Mesh, *, global_batch: int, b
   collectives = data_parallel and num_devices > 1
   per_device = device_step(model, tx, local_batch=local_batch, binarize=binarize,
                            data_parallel=data_parallel, collectives=collectives,
-                           rollback=rollback)
+                           rollback=rollback, placement=placement)
 
-  body = scan_steps(per_device, steps, global_batch)
+  body = scan_steps(per_device, steps, global_batch, streamed=placement == "stream")
   if not data_parallel:
     return jax.jit(body, donate_argnums=0)
-  sharded = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(), P(), P()),
-                          out_specs=(P(), P()), check_vma=collectives)
+  specs = (P(), *feeds.data_specs(placement, steps=steps), P())
+  sharded = jax.shard_map(body, mesh=mesh, in_specs=specs, out_specs=(P(), P()),
+                          check_vma=collectives)
   return jax.jit(sharded, donate_argnums=0)
 
 
@@ -256,7 +272,7 @@ class StepSetup(NamedTuple):
   tx: optax.GradientTransformation
   dataset: data_lib.Dataset
   mesh: Mesh
-  train_data: dict  # the training split's model inputs, replicated on every device
+  train_data: dict  # the training split's model inputs on the devices
   state: dict  # the initial train state, replicated
   step: Any  # make_train_step(...)
   total_steps: int
@@ -264,19 +280,20 @@ class StepSetup(NamedTuple):
 
 def setup_step(config, mesh: Mesh, *, dataset: data_lib.Dataset | None = None,
                batch_size: int | None = None, init_key: jax.Array | None = None,
-               data_parallel: bool = True, steps: int = 1) -> StepSetup:
-  """The model, optimiser, replicated data, initial state and jitted step of ``config`` on
-  ``mesh`` (``dataset``: already loaded; ``batch_size``: the config's by default;
-  ``init_key``: the run's init key by default)."""
+               data_parallel: bool = True, steps: int = 1,
+               placement: str = "replicated") -> StepSetup:
+  """The model, optimiser, resident data (``placement``: replicated or sharded), initial
+  state and jitted step of ``config`` on ``mesh`` (``dataset``: already loaded;
+  ``batch_size``: the config's by default; ``init_key``: the run's init key by default)."""
   dataset = dataset if dataset is not None else data_lib.load(config.data)
   built = build(config, dataset, init_key)
   step = make_train_step(built.model, built.tx, mesh,
                          global_batch=batch_size or config.train.batch_size,
                          binarize=config.data.get("binarize", "none"),
                          data_parallel=data_parallel, steps=steps,
-                         rollback=skips_nonfinite(config))
+                         rollback=skips_nonfinite(config), placement=placement)
   return StepSetup(built.model, built.tx, dataset, mesh,
-                   replicate(mesh, data_lib.model_inputs(dataset.train)),
+                   feeds.place_split(mesh, data_lib.model_inputs(dataset.train), placement),
                    replicate(mesh, built.state), step, built.total_steps)
 
 
@@ -340,15 +357,14 @@ def program(config, workdir: str, shared: Shared) -> loop.Program:
   tc, mesh = config.train, shared.mesh
   init_key, data_key, step_key, eval_key = run_keys(config.seed)
   built = build(config, shared.dataset, init_key)
-  train_data = replicate(mesh, data_lib.model_inputs(shared.dataset.train))
+  feed = feeds.make(config, mesh, shared.dataset, data_key, stacked=False,
+                    steps_per_epoch=shared.steps_per_epoch, total_steps=shared.total_steps)
   make = functools.partial(make_train_step, built.model, built.tx, mesh,
-                           global_batch=tc.batch_size,
+                           global_batch=tc.batch_size, placement=feed.placement,
                            binarize=config.data.get("binarize", "none"),
                            rollback=skips_nonfinite(config))
   one, k = make(), tc.get("steps_per_dispatch", 1)
   multi = make(steps=k) if k > 1 else None
-  permutation = jax.jit(data_lib.epoch_permutation, static_argnums=2,
-                        out_shardings=NamedSharding(mesh, P()))
   evaluate = evaluation.make_evaluator(
       lambda _: built.model, [built.model], values=None, eval_keys=key_data(eval_key),
       test_data=shared.test_data, eval_batch=tc.get("eval_batch_size", 500),
@@ -357,12 +373,9 @@ def program(config, workdir: str, shared: Shared) -> loop.Program:
   return loop.Program(
       variants=[loop.Variant("", config, workdir)], stacked=False, initial=[built.state],
       place=lambda states: replicate(mesh, states[0]),
-      step=lambda state, perm, offset: one(state, train_data, perm, offset, step_key),
-      multi_step=(lambda state, perm, offset: multi(state, train_data, perm, offset, step_key))
-      if multi else None,
-      steps_per_dispatch=k,
-      permutation=lambda epoch: permutation(data_key, epoch, shared.num_train),
-      evaluate=evaluate, total_steps=shared.total_steps,
+      step=lambda state, *args: one(state, *args, step_key),
+      multi_step=(lambda state, *args: multi(state, *args, step_key)) if multi else None,
+      steps_per_dispatch=k, feed=feed, evaluate=evaluate, total_steps=shared.total_steps,
       steps_per_epoch=shared.steps_per_epoch, train=tc, root=workdir)
 
 

@@ -44,7 +44,19 @@ def base_config(variant: str | None = None) -> ml_collections.ConfigDict:
   config.data.binarize = "none"  # or 'dynamic': y ~ Bernoulli(y) per step
   # With 'dynamic', the test split is binarised once, by numpy's default_rng(this seed).
   config.data.test_binarization_seed = 0
-  config.data.data_dir = ""  # for tfds:<name>
+  config.data.data_dir = ""  # for tfds:<name>: where it was prepared (array_record files)
+  config.data.train_split = "train"  # tfds:<name>'s splits (tfds syntax: "train[:90%]")
+  config.data.test_split = "test"
+  # 'resident': the training split in memory, on the devices ('sharded': each device holds
+  # its share of the rows, 'replicated': all of them); 'stream': read from disk batch by batch
+  # by a grain pipeline (stream_threads threads, stream_prefetch steps ahead), for sets beyond
+  # memory. The same batches either way. A resident set that would not fit is refused
+  # (memory_budget_gb > 0: the budget instead of the device's or host's available memory).
+  config.data.pipeline = "resident"
+  config.data.placement = "sharded"
+  config.data.memory_budget_gb = 0.0
+  config.data.stream_threads = 2
+  config.data.stream_prefetch = 4
   config.data.max_test_examples = 0  # 0: the whole test split
   # npz:<path> data: the (low, high) its stored values live in; () guesses: integer data in
   # 0 … 255 are 8-bit pixels, floats in [0, 1] are unit pixels, anything else its own min … max.
