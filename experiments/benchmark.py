@@ -17,6 +17,12 @@ In one process, side by side, so that ratios hold on a noisy machine:
 * inner-loop energy against wall time for the target-propagation inner optimisers;
 * parity: test NELBO of the default VAE trained here and in PyTorch (same data, model,
   optimiser, epochs);
+* data placements (``experiments.bench_data`` on 8 simulated devices): replicated, sharded and
+  streamed training data, samples/s and the data each device holds, and the streamed run as 2
+  processes;
+* ``experiments.results`` of one VAE variant over 5 seeds: as one seed sweep against seeds one
+  after another, whole processes;
+* on an accelerator (not a CPU), the accelerator table (``bench_data.accelerator_table``);
 * end to end, as whole processes: the 60-epoch VAE CLI run (empty and warm compilation cache,
   with its own phase timings) against ``experiments.torch_vae_run``; start-up: ``python -m
   experiments.run --help``, ``import jax`` with its CPU client, ``import torch``.
@@ -39,18 +45,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from energy_ae import checkpoints, data as data_lib, train
+from energy_ae import checkpoints, data as data_lib, feeds, train
 from experiments import common
 from experiments.torch_models import TorchTargetProp, TorchVAE, torch_available
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON results.")
-flags.DEFINE_bool("quick", False, "Fewer repeats and no parity training (a smoke test).")
-flags.DEFINE_float("min_time", 1.0, "Seconds each timing runs for (median of --repeats).")
-flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is reported, with the "
-                     "lowest and highest.")
-flags.DEFINE_bool("end_to_end", True, "Also time the 60-epoch VAE CLI run against the PyTorch "
-                  "script, as whole processes (about 2 minutes).")
+
+
+def _define_flags() -> None:
+  """The command's flags, defined when it runs (not on import: experiments.bench_data imports
+  this module and defines flags of the same names)."""
+  flags.DEFINE_string("out", "runs/benchmark.json", "Where to write the JSON results.")
+  flags.DEFINE_bool("quick", False, "Fewer repeats and no parity training (a smoke test).")
+  flags.DEFINE_float("min_time", 1.0, "Seconds each timing runs for (median of --repeats).")
+  flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is reported, with the "
+                       "lowest and highest.")
+  flags.DEFINE_bool("end_to_end", True, "Also time the 60-epoch VAE CLI run against the PyTorch "
+                    "script, as whole processes (about 2 minutes).")
+
 
 DEFAULT_CONFIGS = ("ellipse", "target_prop", "ae", "dae", "cae", "vae")
 
@@ -312,7 +324,8 @@ class SweepRun:
     mesh = train.make_mesh(jax.devices()[:1])
     dataset = data_lib.load(config.data)
     setup = sweep.setup_sweep_step(plan, config, mesh, dataset, batch_size=batch_size)
-    self.step, self.data, self.values = setup.step, setup.train_data, setup.values
+    self.step, self.values = setup.step, setup.values
+    self.data = feeds.place_split(mesh, data_lib.model_inputs(dataset.train), "replicated")
     self.keys = setup.step_keys
     self.state = train.replicate(mesh, jax.tree.map(lambda *xs: np.stack(xs), *setup.initial))
     num_train = dataset.train["y"].shape[0]
@@ -436,6 +449,41 @@ def bench_vae_cli(*, epochs: int) -> dict:
   return row
 
 
+def bench_data_placements(*, quick: bool) -> dict:
+  """``experiments.bench_data`` in a process of 8 simulated CPU devices: replicated, sharded
+  and streamed data (samples/s, training data per device), and the streamed VAE as 2
+  processes joined by jax.distributed."""
+  import tempfile
+
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "data.json")
+    _timed_process(["-m", "experiments.bench_data", f"--out={out}", "--processes=2",
+                    f"--steps={10 if quick else 40}", f"--repeats={1 if quick else 3}"],
+                   env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+                        "JAX_PLATFORMS": "cpu"})
+    with open(out) as f:
+      return json.load(f)
+
+
+def bench_results_sweep(*, seeds: int, quick: bool) -> dict:
+  """``experiments.results`` of one variant over ``seeds`` seeds as whole processes: the
+  seeds trained as one seed sweep against one after another (``--sequential``)."""
+  import tempfile
+
+  argv = ["-m", "experiments.results", "--config=experiments/vae_binarized.py:quick",
+          "--only=elbo", f"--seeds={seeds}", "--config.train.progress=False"]
+  if quick:
+    argv.append("--config.train.num_epochs=1")
+  with tempfile.TemporaryDirectory() as tmp:
+    sweep_s, _ = _timed_process([*argv, f"--workdir={tmp}/sweep"])
+    sequential_s, _ = _timed_process([*argv, f"--workdir={tmp}/sequential", "--sequential"])
+  row = {"command": "python " + " ".join(argv), "seeds": seeds, "sweep_s": round(sweep_s, 1),
+         "sequential_s": round(sequential_s, 1),
+         "speedup_vs_sequential": round(sequential_s / sweep_s, 2)}
+  print(json.dumps(row), flush=True)
+  return row
+
+
 def vae_parity(*, epochs: int) -> dict:
   """Test NELBO of the default VAE trained by this project and by PyTorch (same data,
   architecture, Adam 1e-3, batch 256, epochs), one z sample per test image."""
@@ -515,6 +563,13 @@ def main(argv):
       "inner_loop": bench_inner_loop(y_train, num_steps=50 if FLAGS.quick else 200,
                                      min_time=min_time),
   }
+  out["data_placements"] = bench_data_placements(quick=FLAGS.quick)
+  out["results_sweep"] = bench_results_sweep(seeds=2 if FLAGS.quick else 5, quick=FLAGS.quick)
+  if jax.devices()[0].platform != "cpu":  # the accelerator table, where there is one
+    from experiments import bench_data
+
+    out["accelerator"] = bench_data.accelerator_table(
+        [256, 1024, 4096], 64, steps=40, repeats=1 if FLAGS.quick else 3)
   if have_torch:
     import torch
 
@@ -531,4 +586,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

@@ -36,4 +36,26 @@ def test_quick_benchmark_writes_every_documented_field(tmp_path):
   assert {r["config"] for r in result["first_steps"]} == {
       "ellipse", "target_prop", "ae", "dae", "cae", "vae"}
   assert {r["inner_optimizer"] for r in result["inner_loop"]} == {
-      "sgd", "momentum", "adam", "ista", "fista"}
+      "sgd", "momentum", "adam", "ista", "fista", "ista_bt", "fista_bt", "fista_bt_restart"}
+  placements = result["data_placements"]
+  assert [r["placement"] for r in placements["placements"]] == ["replicated", "sharded", "stream"]
+  assert placements["devices"] == 8 and all(r["samples_per_s"] > 0
+                                            for r in placements["placements"])
+  # Each device holds 1/8 of the sharded split (its rows padded to a multiple of 8).
+  replicated, sharded = (r["device_mib"] for r in placements["placements"][:2])
+  assert abs(sharded - replicated / 8) < 0.01 * replicated
+  assert placements["multi_process"]["processes"] == 2
+  assert result["results_sweep"]["seeds"] == 2 and result["results_sweep"]["sweep_s"] > 0
+
+
+@pytest.mark.slow
+def test_the_accelerator_table_runs_on_any_device(tmp_path):
+  # Written on a GPU by `make bench`; here on the CPU with tiny sizes, so that the code that
+  # writes it cannot rot where no GPU is lent.
+  out = tmp_path / "accelerator.json"
+  run_python(["-m", "experiments.bench_data", "--accelerator", "--accelerator_batches=32,64",
+              "--accelerator_sweep=2", "--steps=3", "--repeats=1", f"--out={out}"])
+  table = json.loads(out.read_text())["accelerator"]
+  assert [r["batch_size"] for r in table["steps"]] == [32, 64]
+  assert table["sweep"]["variants"] == 2 and table["sweep"]["samples_per_s"] > 0
+  assert [r["placement"] for r in table["stream"]] == ["replicated", "sharded", "stream"]
