@@ -140,8 +140,11 @@ def read_status(workdir: str) -> dict:
 SAFE_ON_RESUME = ("train.num_epochs", "train.log_every", "train.eval_every",
                   "train.checkpoint_every", "train.checkpoints_to_keep", "train.progress",
                   "train.steps_per_dispatch", "train.eval_batch_size", "compilation_cache_dir",
-                  "compilation_cache_min_seconds", "compilation_cache_max_gb")
-SAFE_PREFIXES_ON_RESUME = ("distributed.",)
+                  "compilation_cache_min_seconds", "compilation_cache_max_gb",
+                  # how the data is read, not which: the same batches in the same order
+                  "data.stream_threads", "data.stream_prefetch", "data.memory_budget_gb")
+# sample.*: read by experiments.sample after training, never by the training loop
+SAFE_PREFIXES_ON_RESUME = ("distributed.", "sample.")
 
 
 class ConfigChanged(ValueError):
