@@ -251,8 +251,10 @@ def test_the_parser_sees_what_each_rule_is_about():
   for block in bad:
     assert block_problems(block, None), block
   good = [Block("x", 1, "bash", "make test\n", ""), Block("x", 1, "text", "x\n", "not run: why"),
-          Block("x", 1, "bash", "python3 -m venv .venv && .venv/bin/pip install -r requirements.lock\n", ""),
-          Block("x", 1, "bash", "XLA_FLAGS=--x=4 python -m experiments.run \\\n  --config=experiments/vae.py\n", "")]
+          Block("x", 1, "bash",
+                "python3 -m venv .venv && .venv/bin/pip install -r requirements.lock\n", ""),
+          Block("x", 1, "bash",
+                "XLA_FLAGS=--x=4 python -m experiments.run \\\n  --config=experiments/vae.py\n", "")]
   for block in good:
     assert not block_problems(block, None), (block, block_problems(block, None))
 
@@ -441,8 +443,10 @@ def check_output(block: Block, printed: list[str], fails: bool) -> None:
 def test_output_patterns_match_what_they_should():
   # The output check must reject a changed message and accept other numbers.
   line = "error: non-finite values at step 4: … the run stopped there (C=1.5)"
-  assert _pattern(line).fullmatch("error: non-finite values at step 12: C, KL (x); the run stopped there (C=nan)")
-  assert not _pattern(line).fullmatch("error: non-finite values at step 4: C; the run went on (C=1.5)")
+  assert _pattern(line).fullmatch(
+      "error: non-finite values at step 12: C, KL (x); the run stopped there (C=nan)")
+  assert not _pattern(line).fullmatch(
+      "error: non-finite values at step 4: C; the run went on (C=1.5)")
 
 
 @pytest.mark.slow
