@@ -34,6 +34,7 @@ def _check_written(workdir, quick):
   return summary
 
 
+@pytest.mark.slow  # every figure module in quick form (~2 min); make test-slow also draws them in full
 def test_quick_figures_are_valid_pngs_with_their_numbers(tmp_path):
   run_python(["-m", "experiments.figures", f"--workdir={tmp_path}", "--quick"], timeout=900)
   _check_written(tmp_path, quick=True)

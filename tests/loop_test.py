@@ -39,6 +39,7 @@ def test_a_sweep_at_four_steps_per_dispatch_equals_the_sweep_at_one(tmp_path):
     assert sorted(os.listdir(one / "checkpoints")) == sorted(os.listdir(four / "checkpoints"))
 
 
+@pytest.mark.slow  # four variants and their four runs (~40 s); the one-key sweep tests stay quick
 def test_a_grid_over_two_keys_gives_each_variant_its_own_run(tmp_path):
   grid = {"sweep.key": "model.beta,seed", "sweep.values": ((0.5, 2.0), (0, 3)),
           "train.num_epochs": 1}

@@ -122,6 +122,7 @@ def test_term_keyword_arguments_are_set_from_the_command_line(tmp_path):
   assert not (tmp_path / "bad" / "config.json").exists()
 
 
+@pytest.mark.slow  # two seed sweeps through experiments.results (~1 min)
 def test_results_writes_under_its_workdir_with_the_model_s_own_columns(tmp_path):
   workdir = tmp_path / "results"
   proc = run_python(["-m", "experiments.results", "--config=experiments/dae.py:quick",

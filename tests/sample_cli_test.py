@@ -25,6 +25,7 @@ def _one_line_error(proc):
   return proc.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # trains a VAE and a classifier (~1 min); the samplers' own tests are quick
 def test_vae_samples_by_prior_and_mixture_with_their_quality_and_refuses_mala(tmp_path):
   run, classifier = tmp_path / "vae", tmp_path / "classifier"
   _train(run, "vae", "--config.train.num_epochs=1")
