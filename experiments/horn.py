@@ -10,8 +10,9 @@ loss = mean F∞(x, y), F∞ = min_z E. Data: x ∈ [0 : 1/50 : 1], y = [ρ₁(x
 Choices the lecture leaves open, made here:
 * 24 training samples per x (the ellipse's 24 at each of the 51 values: 1,224 in all),
   10 test samples per x; data seed 0.
-* ž: the best of the 48-point grid, refined by 30 steps of gradient descent at rate 0.2 on
-  E / ‖f(x)‖² (same minimiser; E's own curvature in z grows as 2ρ², to ≈ 440 at x = 1).
+* ž: the best of the 48-point grid, refined by 10 steps of gradient descent at rate 0.5
+  (``model.inner_steps``, ``model.inner_lr``) on E / ‖f(x)‖² (same minimiser; E's own
+  curvature in z grows as 2ρ², to ≈ 440 at x = 1).
 * f's output bias starts at 2 (both radii start at ρ(0)-like values, positive, so that no
   radius has to cross 0 along x).
 * Adam, learning rate 0.05 decayed by a cosine to 1% over the run, full batch (1,224 samples),

@@ -52,7 +52,7 @@ def get_config(arg: str | None = None):
   config.train.log_every = 200
   # 20 steps per compiled call: the same run as 1 (tested), ~10% faster at batch 20 (train_s
   # of the timing record of --config.train.num_epochs=10 runs with steps_per_dispatch 20 and 1,
-  # median of 5 each: 2.12 s vs 2.36 s on 2 CPU cores); a sweep needs 1.
+  # median of 5 each: 2.12 s vs 2.36 s on 2 CPU cores); sweeps take it too (one loop).
   config.train.steps_per_dispatch = 20
   config.train.eval_every = 2000  # 10 epochs
   config.train.checkpoint_every = 2000

@@ -129,6 +129,10 @@ def _assert_one_clear_line(proc, expected):
      # caught by the corruption's own check, naming the keywords it takes.
      "error: config.model.corruption_kwargs: corruption 'dropout' has no keyword 'sigma'; "
      "its keywords: p"),
+    # a conv net on flattened digits: named with the key that flattened them
+    (["--config.model.architecture=conv"],
+     "error: model.architecture = 'conv' needs image examples, got examples of shape (784,): "
+     "set data.flatten=False"),
 ])
 def test_bad_keys_and_names_through_the_cli(tmp_path, overrides, expected):
   _assert_one_clear_line(run_cli("experiments/dae.py:quick", tmp_path, *overrides, check=False),

@@ -92,6 +92,16 @@ class ConvDecoder(nn.Module):
     return activation(self.output_activation)(x.reshape(z.shape[0], -1))
 
 
+def _image_shape(example_shape: Sequence[int]) -> tuple:
+  """The image shape a conv net reads; flattened examples are refused with the key that
+  flattened them (they would fail deep inside the first convolution)."""
+  shape = tuple(example_shape)
+  if len(shape) < 2:
+    raise ValueError(f"model.architecture = 'conv' needs image examples, got examples of shape "
+                     f"{shape}: set data.flatten=False")
+  return shape
+
+
 def make_encoder(config, out_dim: int, *, example_shape: Sequence[int], output_activation: str):
   """The encoder chosen by ``config.architecture`` ('mlp' or 'conv')."""
   arch = config.get("architecture", "mlp")
@@ -100,7 +110,8 @@ def make_encoder(config, out_dim: int, *, example_shape: Sequence[int], output_a
                output_activation)
   if arch == "conv":
     return ConvEncoder(out_dim, activation=config.get("activation", "relu"),
-                       output_activation=output_activation, image_shape=tuple(example_shape))
+                       output_activation=output_activation,
+                       image_shape=_image_shape(example_shape))
   raise ValueError(f"unknown model.architecture {arch!r}; valid names: conv, mlp")
 
 
@@ -112,5 +123,6 @@ def make_decoder(config, *, example_shape: Sequence[int], output_activation: str
                output_activation)
   if arch == "conv":
     return ConvDecoder(activation=config.get("activation", "relu"),
-                       output_activation=output_activation, image_shape=tuple(example_shape))
+                       output_activation=output_activation,
+                       image_shape=_image_shape(example_shape))
   raise ValueError(f"unknown model.architecture {arch!r}; valid names: conv, mlp")
