@@ -59,3 +59,18 @@ def test_the_accelerator_table_runs_on_any_device(tmp_path):
   assert [r["batch_size"] for r in table["steps"]] == [32, 64]
   assert table["sweep"]["variants"] == 2 and table["sweep"]["samples_per_s"] > 0
   assert [r["placement"] for r in table["stream"]] == ["replicated", "sharded", "stream"]
+
+
+@pytest.mark.slow
+def test_bench_versions_times_both_trees_and_removes_its_worktree(tmp_path):
+  # Against HEAD itself: both trees are the same code, so the run must finish with a row per
+  # batch from each tree and leave no worktree behind (a leftover would block the next run).
+  out = tmp_path / "versions.json"
+  run_python(["-m", "experiments.bench_versions", "--against=HEAD", "--batches=32",
+              "--rounds=1", f"--out={out}"])
+  result = json.loads(out.read_text())
+  (row,) = result["rows"]
+  assert row["batch"] == 32 and row["this"] > 0 and row["against"] > 0
+  worktrees = run_python(["-c", "import subprocess; print(subprocess.run(['git', 'worktree', "
+                          "'list'], capture_output=True, text=True).stdout)"]).stdout
+  assert len(worktrees.strip().splitlines()) == 1, worktrees
