@@ -81,14 +81,9 @@ def available_memory_bytes(device=None) -> int | None:
     pass
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None
+  from energy_ae import data  # the host's memory: one reader, data's (it sizes resident sets)
+
+  return data.host_available_bytes()
 
 
 def _gigabytes(num_bytes: float) -> str:
