@@ -156,3 +156,23 @@ def quick(config: ml_collections.ConfigDict, *, num_epochs: float = 2) -> ml_col
   config.sample.num_steps = min(config.sample.num_steps, 50)
   config.sample.classifier_steps = 300
   return config
+
+
+def write_section(path: str, name: str, text: str) -> None:
+  """Writes ``text`` into the Markdown file ``path`` as its section ``name``, between two
+  comment lines that mark it: the section is replaced where the file has it, appended where it
+  does not, and the rest of the file is kept (RESULTS.md holds one section per tool)."""
+  import os
+
+  begin, end = f"<!-- begin section {name} -->", f"<!-- end section {name} -->"
+  block = f"{begin}\n{text.rstrip()}\n{end}\n"
+  old = open(path).read() if os.path.exists(path) else ""
+  if begin in old and end in old:
+    head, rest = old.split(begin, 1)
+    new = head + block + rest.split(end, 1)[1].lstrip("\n")
+  else:
+    new = old + ("\n" if old and not old.endswith("\n\n") else "") + block
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path + ".tmp", "w") as f:
+    f.write(new)
+  os.replace(path + ".tmp", path)

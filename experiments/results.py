@@ -230,9 +230,7 @@ def main(argv):
   command = "python -m experiments.results " + " ".join(sys.argv[1:])
   text = markdown(results, variants, FLAGS.config, command, time.perf_counter() - start,
                   FLAGS.sequential)
-  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-  with open(out, "w") as f:
-    f.write(text)
+  common.write_section(out, "experiments.results", text)  # other tools' sections are kept
   with open(os.path.join(FLAGS.workdir, "results.json"), "w") as f:  # every record, for tools
     json.dump(results, f, indent=1)
   print(text)

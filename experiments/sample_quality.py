@@ -202,7 +202,7 @@ def markdown(records: list[dict], references: dict, configs: dict, seeds: int, c
   from energy_ae import sample_quality
   digits = references.get("mnist5k", {}).get("features", {})
   lines = [
-      "# Sample quality", "",
+      "## Sample quality", "",
       f"Written by `{command}` on {datetime.date.today().isoformat()} in {minutes:.1f} min; "
       "regenerate with the same command (finished runs and drawn samples are reused).", "",
       f"- Each model: its experiment config (`experiments/<name>.py`{':quick' if FLAGS.quick else ''}), "
@@ -231,7 +231,7 @@ def markdown(records: list[dict], references: dict, configs: dict, seeds: int, c
             for ref, title in REFERENCES]
     for key in dict.fromkeys((r["config"], r["label"]) for r in records if r["data"] == data_name):
       rows.append((f"{key[0]} | {key[1]}", [r for r in records if (r["config"], r["label"]) == key]))
-    lines += [f"## {data_name}", ""] + table(rows, metrics, with_time=True) + [""]
+    lines += [f"### {data_name}", ""] + table(rows, metrics, with_time=True) + [""]
   return "\n".join(lines) + "\n"
 
 
@@ -312,8 +312,9 @@ def main(argv):
   text = markdown(chosen, references, configs, FLAGS.seeds, command,
                   (time.perf_counter() - start) / 60)
   out = FLAGS.out or os.path.join(workdir, "SAMPLE_QUALITY.md")
-  with open(out, "w") as f:
-    f.write(text)
+  from experiments import common
+
+  common.write_section(out, "experiments.sample_quality", text)  # beside RESULTS.md's VAE table
   paths = write_figures(chosen, configs, workdir)
   print(text)
   print(f"wrote {out}, {records_path}, {', '.join(paths)}")

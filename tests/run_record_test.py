@@ -7,6 +7,7 @@ import textwrap
 import pytest
 
 from conftest import run_python
+from experiments import common
 
 
 def _run(workdir, *overrides, config="experiments/vae.py:quick", check=True):
@@ -134,3 +135,13 @@ def test_results_writes_under_its_workdir_with_the_model_s_own_columns(tmp_path)
   assert "PSNR out (dB)" in header and "| C |" in header  # the DAE's own metrics
   assert "binaris" not in text and "k = " not in text  # nothing of the VAE's header
   assert "model `dae`" in text
+
+
+def test_a_tool_s_section_of_a_markdown_file_is_replaced_and_the_rest_kept(tmp_path):
+  path = str(tmp_path / "RESULTS.md")
+  common.write_section(path, "a", "# A\n\none")
+  common.write_section(path, "b", "## B\n\ntwo")
+  common.write_section(path, "a", "# A\n\nthree")  # a rerun of tool a: its section only
+  text = open(path).read()
+  assert "one" not in text and text.index("three") < text.index("two")
+  assert text.count("<!-- begin section a -->") == 1 and text.count("<!-- end section b -->") == 1

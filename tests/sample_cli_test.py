@@ -76,6 +76,7 @@ def test_sample_quality_table_is_the_mean_and_spread_of_its_records_and_reuses_t
   workdir, out = tmp_path / "sq", tmp_path / "table.md"
   argv = ["-m", "experiments.sample_quality", "--quick", "--seeds=2", "--only=vae,ellipse",
           f"--workdir={workdir}", f"--out={out}"]
+  out.write_text("# Results\n\nanother tool's table\n")  # kept: the table is a section of it
   run_python(argv)
   records = json.loads((workdir / "quality.json").read_text())
   assert {(r["config"], r["label"], r["seed"]) for r in records} == {
@@ -92,5 +93,8 @@ def test_sample_quality_table_is_the_mean_and_spread_of_its_records_and_reuses_t
   run_python(argv)  # again: every run and every drawn sample reused
   assert json.loads((workdir / "quality.json").read_text()) == records
   assert {p: os.path.getmtime(p) for p in saved} == saved
+  text = out.read_text()
+  assert text.startswith("# Results\n\nanother tool's table\n")
+  assert text.count("<!-- begin section experiments.sample_quality -->") == 1  # replaced, not added
   proc = run_python([*argv[:4], "--only=gan"], check=False)
   assert _one_line_error(proc).startswith("error: --only: unknown config(s) ['gan']; known: ae, ")
