@@ -12,7 +12,8 @@ classifier is trained once, cached in ``WORKDIR/classifier``). Writes ``WORKDIR/
 (every record; a record of the same run, sampler keys and seed is reused), the table to --out
 (default ``WORKDIR/SAMPLE_QUALITY.md``: mean ± standard deviation over seeds, n − 1 in the
 denominator, with reference rows — held-out real data, uniform noise, one training example
-repeated — scored the same way) and ``WORKDIR/samples_digits.png`` and ``samples_2d.png`` (seed 0's samples side by side).
+repeated — scored the same way) and ``WORKDIR/samples_digits.png`` and ``samples_2d.png``
+(seed 0's samples side by side).
 """
 
 from __future__ import annotations
