@@ -23,7 +23,12 @@ from absl import app, flags
 from energy_ae import config_keys, run_dir
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("csv", "compare.csv", "Where to write the table as CSV ('' for none).")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program: importing this module
+  (a test, another tool) must not claim flag names that other tools define too."""
+  flags.DEFINE_string("csv", "compare.csv", "Where to write the table as CSV ('' for none).")
 
 
 def run_status(workdir: str) -> tuple[str, str]:
@@ -115,4 +120,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -34,13 +34,18 @@ from energy_ae import run_dir, sweep, train
 from experiments import cli, common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("seeds", 5, "Seeds per variant: config.seed + 0 … N−1.")
-flags.DEFINE_string("workdir", "runs/results", "Runs under WORKDIR/<variant>/.")
-flags.DEFINE_string("out", "", "The Markdown file to write (default: WORKDIR/RESULTS.md).")
-flags.DEFINE_list("only", [], "Variants to run (default: all of the config's RESULTS_VARIANTS).")
-flags.DEFINE_bool("sequential", False, "Train the seeds one after another (runs in "
-                  "WORKDIR/<variant>/seed=<s>) instead of as one seed sweep.")
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program: importing this module
+  (a test, another tool) must not claim flag names that other tools define too."""
+  flags.DEFINE_integer("seeds", 5, "Seeds per variant: config.seed + 0 … N−1.")
+  flags.DEFINE_string("workdir", "runs/results", "Runs under WORKDIR/<variant>/.")
+  flags.DEFINE_string("out", "", "The Markdown file to write (default: WORKDIR/RESULTS.md).")
+  flags.DEFINE_list("only", [], "Variants to run (default: all of the config's RESULTS_VARIANTS).")
+  flags.DEFINE_bool("sequential", False, "Train the seeds one after another (runs in "
+                    "WORKDIR/<variant>/seed=<s>) instead of as one seed sweep.")
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 
 # Metrics shown first, with their headings, when a model reports them; every other scalar of
 # the final test record follows under its own name.
@@ -238,6 +243,7 @@ def main(argv):
 
 
 def run():
+  define_flags()
   cli.run(main)
 
 

@@ -20,14 +20,20 @@ from ml_collections import config_flags
 from experiments import cli
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
-flags.DEFINE_bool("verbose", False, "Print tracebacks of errors.")
-flags.DEFINE_bool("allow_config_change", False, "Continue the run in --workdir with a config "
-                  "it was not started with, recording the change as a new segment in its "
-                  "config.json and metrics.jsonl (without it, such a resume is refused).")
-flags.DEFINE_bool("list", False, "List the models, data sets, energy terms (with the quantities "
-                  "each reads and its keywords), corruptions and inner optimisers, then exit.")
-config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program: importing this module
+  (a test, another tool) must not claim flag names that other tools define too."""
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and figures.")
+  flags.DEFINE_bool("verbose", False, "Print tracebacks of errors.")
+  flags.DEFINE_bool("allow_config_change", False, "Continue the run in --workdir with a config "
+                    "it was not started with, recording the change as a new segment in its "
+                    "config.json and metrics.jsonl (without it, such a resume is refused).")
+  flags.DEFINE_bool("list", False, "List the models, data sets, energy terms (with the quantities "
+                    "each reads and its keywords), corruptions and inner optimisers, then exit.")
+  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+
 
 def default_workdir(config_path: str) -> str:
   name = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
@@ -103,6 +109,7 @@ def main(argv):
 
 
 def run():
+  define_flags()
   std_logging.getLogger("absl").setLevel(std_logging.INFO)
   cli.run(main)
 

@@ -29,11 +29,16 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/sample_quality", "Runs, records and the figure go here.")
-flags.DEFINE_string("out", None, "The Markdown table (default WORKDIR/SAMPLE_QUALITY.md).")
-flags.DEFINE_integer("seeds", 3, "Seeds per model: config.seed + 0 … N−1.")
-flags.DEFINE_bool("quick", False, "The :quick variant of every config (a smoke run).")
-flags.DEFINE_list("only", [], "Configs to run (default: all of ROWS').")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program: importing this module
+  (a test, another tool) must not claim flag names that other tools define too."""
+  flags.DEFINE_string("workdir", "runs/sample_quality", "Runs, records and the figure go here.")
+  flags.DEFINE_string("out", None, "The Markdown table (default WORKDIR/SAMPLE_QUALITY.md).")
+  flags.DEFINE_integer("seeds", 3, "Seeds per model: config.seed + 0 … N−1.")
+  flags.DEFINE_bool("quick", False, "The :quick variant of every config (a smoke run).")
+  flags.DEFINE_list("only", [], "Configs to run (default: all of ROWS').")
 
 # (experiment config, sampler, config.sample overrides): one table row each. The digits first.
 ROWS = (
@@ -322,6 +327,7 @@ def main(argv):
 
 
 def run():
+  define_flags()
   from energy_ae import checkpoints, data, train
 
   checkpoints.quiet_orbax_logging()

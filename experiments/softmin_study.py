@@ -39,14 +39,19 @@ from energy_ae import config_keys, models, run_dir, train
 from experiments import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/softmin_study", "Where the models are trained and the "
-                    "table is written.")
-flags.DEFINE_string("out", "", "The Markdown table's path (default WORKDIR/softmin_study.md).")
-flags.DEFINE_bool("quick", False, "A small study (seconds): fewer draws, key sets, examples.")
-flags.DEFINE_string("target_prop_run", "", "A trained target-propagation run directory to "
-                    "study instead of training one.")
-flags.DEFINE_string("ellipse_run", "", "A trained ellipse run directory to study instead of "
-                    "training one.")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program: importing this module
+  (a test, another tool) must not claim flag names that other tools define too."""
+  flags.DEFINE_string("workdir", "runs/softmin_study", "Where the models are trained and the "
+                      "table is written.")
+  flags.DEFINE_string("out", "", "The Markdown table's path (default WORKDIR/softmin_study.md).")
+  flags.DEFINE_bool("quick", False, "A small study (seconds): fewer draws, key sets, examples.")
+  flags.DEFINE_string("target_prop_run", "", "A trained target-propagation run directory to "
+                      "study instead of training one.")
+  flags.DEFINE_string("ellipse_run", "", "A trained ellipse run directory to study instead of "
+                      "training one.")
 
 
 class Settings(NamedTuple):
@@ -270,4 +275,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

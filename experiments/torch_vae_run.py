@@ -22,11 +22,16 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("epochs", 60, "Passes over the 4,000 training digits.")
-flags.DEFINE_integer("batch_size", 256, "Examples per step.")
-flags.DEFINE_integer("eval_every", 100, "Steps between test evaluations.")
-flags.DEFINE_integer("iw_samples", 100, "k of the importance-weighted bound at each evaluation.")
-flags.DEFINE_integer("seed", 0, "torch.manual_seed.")
+
+
+def define_flags() -> None:
+  """The command line's flags, defined only when run as a program: importing this module
+  (a test, another tool) must not claim flag names that other tools define too."""
+  flags.DEFINE_integer("epochs", 60, "Passes over the 4,000 training digits.")
+  flags.DEFINE_integer("batch_size", 256, "Examples per step.")
+  flags.DEFINE_integer("eval_every", 100, "Steps between test evaluations.")
+  flags.DEFINE_integer("iw_samples", 100, "k of the importance-weighted bound at each evaluation.")
+  flags.DEFINE_integer("seed", 0, "torch.manual_seed.")
 
 
 def embedded_digits():
@@ -93,4 +98,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import run_python
+from conftest import ROOT, run_python
 from energy_ae import evaluation, models
 
 # Heavy packages no run of a built-in model on the embedded digits needs: plotting, the TFDS
@@ -128,3 +128,25 @@ def test_the_final_evaluation_reuses_the_compiled_program_when_it_is_the_same():
   evaluate(params, final=False, phases=phases)
   evaluate(params, final=True, phases=phases)
   assert len(traces) == 2
+
+
+# The command-line tools (the modules of experiments/ that define absl flags).
+TOOLS = tuple(sorted(
+    os.path.splitext(name)[0] for name in os.listdir(os.path.join(ROOT, "experiments"))
+    if name.endswith(".py")
+    and "flags.DEFINE" in open(os.path.join(ROOT, "experiments", name)).read()))
+
+
+def test_every_tool_imports_beside_every_other_and_defines_its_flags_when_run():
+  # Flags defined at import time made a test that imported sample_quality's helpers after one
+  # that imported softmin_study fail with absl's DuplicateFlagError ('workdir' twice): pytest
+  # imports many tools into one process. Importing all of them must add no flag to absl's own
+  # (app's); running one defines its own (checked by the flags --help lists).
+  code = ("import importlib; from absl import app, flags; before = set(flags.FLAGS); "
+          f"[importlib.import_module('experiments.' + m) for m in {TOOLS!r}]; "
+          "print(sorted(set(flags.FLAGS) - before))")
+  assert len(TOOLS) >= 10, TOOLS
+  proc = run_python(["-c", code])
+  assert proc.stdout.strip() == "[]", proc.stdout
+  proc = run_python(["-m", "experiments.sample_quality", "--help"], check=False)
+  assert "--workdir" in proc.stdout and "--seeds" in proc.stdout, proc.stdout[-2000:]
