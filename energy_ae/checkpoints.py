@@ -126,9 +126,12 @@ class Manager:
     changed = sorted(k for k in saved if found.get(k) != saved[k])
     if changed:
       missing = [k for k in changed if k not in found]
+      one = len(changed) == 1  # "1 of the 15 files has changed", "2 of them have"
+      what = (("is" if one else "are") + " missing or changed" if missing
+              else ("has" if one else "have") + " changed")
       raise CheckpointError(
-          f"{where} is damaged: {len(changed)} of the {len(saved)} files saved "
-          f"{'are missing or changed' if missing else 'have changed'} since it was saved "
+          f"{where} is damaged: {len(changed)} of the {len(saved)} files saved {what} "
+          f"since it was saved "
           f"({', '.join(changed[:3])}{' ...' if len(changed) > 3 else ''}). {advice}")
 
   def read_extra(self, step: int | None) -> dict:
