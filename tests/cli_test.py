@@ -13,7 +13,8 @@ import pytest
 from conftest import ROOT, run_python
 from energy_ae.metrics_io import read_metrics
 
-CONFIGS = ["ellipse", "target_prop", "ae", "dae", "cae", "vae"]
+# The DAE (the slowest quick config, ~45 s) runs with the slow tests; the AE and CAE share its code.
+CONFIGS = ["ellipse", "target_prop", "ae", pytest.param("dae", marks=pytest.mark.slow), "cae", "vae"]
 
 
 def run_cli(config, workdir, *overrides, check=True, devices=1):

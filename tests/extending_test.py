@@ -5,6 +5,8 @@ import os
 import re
 import shlex
 
+import pytest
+
 from conftest import ROOT, run_python
 
 DOC = os.path.join(ROOT, "docs", "extending.md")
@@ -30,6 +32,7 @@ def _files_and_commands():
   return files, commands
 
 
+@pytest.mark.slow  # the README's worked example: a fresh folder, a quick training
 def test_the_worked_example_runs_from_an_empty_folder(tmp_path):
   files, commands = _files_and_commands()
   assert set(files) == {"my_terms.py", "my_pkg/__init__.py", "my_pkg/tied_ae.py"}

@@ -43,6 +43,7 @@ def test_every_placement_on_two_devices_is_the_one_device_run(tmp_path):
     _assert_same_run(_records(tmp_path / "one"), _records(tmp_path / name))
 
 
+@pytest.mark.slow  # a sweep and its runs, streamed and sharded
 def test_a_sweep_streams_and_shards_like_a_run(tmp_path):
   sweep = ["--config.sweep.key=model.beta", "--config.sweep.values=0.5,2",
            "--config.train.num_epochs=1"]

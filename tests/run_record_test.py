@@ -102,6 +102,7 @@ MY_TERMS = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # two quick trainings
 def test_term_keyword_arguments_are_set_from_the_command_line(tmp_path):
   (tmp_path / "my_terms.py").write_text(MY_TERMS)
   env = {"PYTHONPATH": str(tmp_path)}

@@ -54,6 +54,7 @@ def test_vae_samples_by_prior_and_mixture_with_their_quality_and_refuses_mala(tm
       "error: config.sample.sampler = 'nuts': must be one of langevin, mala, walkback, gmm, prior")
 
 
+@pytest.mark.slow  # a quick ellipse training, two samplings
 def test_ellipse_samples_by_mala_and_a_diverging_langevin_is_one_line(tmp_path):
   run = tmp_path / "ellipse"
   _train(run, "ellipse")

@@ -13,6 +13,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import ROOT, run_python
 from energy_ae import evaluation, models
@@ -58,6 +59,7 @@ def test_expected_errors_name_only_imported_library_modules():
   assert "ValueError" in before and "KeyError" in before
 
 
+@pytest.mark.slow  # a quick training under -X importtime
 def test_a_run_imports_only_what_it_uses_and_fills_the_compilation_cache(tmp_path):
   # The quick VAE run: the step, the evaluations, the probes (scikit-learn for the final
   # logistic one), checkpoints (Orbax) and metrics (tensorboardX), nothing else heavy. Its

@@ -15,6 +15,7 @@ def _train(workdir, *overrides):
               "--config.train.num_epochs=1", "--config.train.linear_probe=False", *overrides])
 
 
+@pytest.mark.slow  # two quick trainings, compare and sample
 def test_compare_sample_and_their_errors(tmp_path):
   _train(tmp_path / "b1")
   _train(tmp_path / "b4", "--config.model.beta=4.0")
