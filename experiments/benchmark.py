@@ -60,11 +60,17 @@ def _define_flags() -> None:
   flags.DEFINE_float("min_time", 1.0, "Seconds each timing runs for (median of --repeats).")
   flags.DEFINE_integer("repeats", 3, "Timings per measurement; the median is reported, with the "
                        "lowest and highest.")
+  flags.DEFINE_list("only", [], f"Measure only these parts ({', '.join(PARTS)}); default all. "
+                    "The JSON then holds only their sections.")
   flags.DEFINE_bool("end_to_end", True, "Also time the 60-epoch VAE CLI run against the PyTorch "
                     "script, as whole processes (about 2 minutes).")
 
 
 DEFAULT_CONFIGS = ("ellipse", "target_prop", "ae", "dae", "cae", "vae")
+# The measurements --only can name: each fills its own section of the JSON ("steps" the
+# per-step rows, "torch" the parity run and the end-to-end CLI row against PyTorch).
+PARTS = ("steps", "first_steps", "inner_loop", "data_placements", "results_sweep", "accelerator",
+         "torch", "startup")
 
 
 # ----------------------------------------------------------------------------
@@ -467,19 +473,33 @@ def bench_data_placements(*, quick: bool) -> dict:
 
 def bench_results_sweep(*, seeds: int, quick: bool) -> dict:
   """``experiments.results`` of one variant over ``seeds`` seeds as whole processes: the
-  seeds trained as one seed sweep against one after another (``--sequential``)."""
+  seeds trained as one seed sweep against one after another (``--sequential``).
+
+  Each form has its own compilation cache, empty at its first run (cold: what a first command
+  pays) and filled by it for the second (warm). Sharing the user's cache would time one form's
+  programs compiled and the other's read from earlier runs.
+  """
   import tempfile
 
   argv = ["-m", "experiments.results", "--config=experiments/vae_binarized.py:quick",
           "--only=elbo", f"--seeds={seeds}", "--config.train.progress=False"]
   if quick:
     argv.append("--config.train.num_epochs=1")
+  seconds = {}
   with tempfile.TemporaryDirectory() as tmp:
-    sweep_s, _ = _timed_process([*argv, f"--workdir={tmp}/sweep"])
-    sequential_s, _ = _timed_process([*argv, f"--workdir={tmp}/sequential", "--sequential"])
-  row = {"command": "python " + " ".join(argv), "seeds": seeds, "sweep_s": round(sweep_s, 1),
-         "sequential_s": round(sequential_s, 1),
-         "speedup_vs_sequential": round(sequential_s / sweep_s, 2)}
+    for form, extra in (("sweep", []), ("sequential", ["--sequential"])):
+      cache = f"--config.compilation_cache_dir={tmp}/cache_{form}"
+      for cached in ("cold", "warm"):  # a new workdir each time: finished runs are reused
+        seconds[form, cached], _ = _timed_process(
+            [*argv, *extra, cache, f"--workdir={tmp}/{form}_{cached}"])
+  row = {"command": "python " + " ".join(argv), "seeds": seeds,
+         "sweep_s": round(seconds["sweep", "cold"], 1),
+         "sequential_s": round(seconds["sequential", "cold"], 1),
+         "speedup_vs_sequential": round(seconds["sequential", "cold"] / seconds["sweep", "cold"], 2),
+         "sweep_s_warm_cache": round(seconds["sweep", "warm"], 1),
+         "sequential_s_warm_cache": round(seconds["sequential", "warm"], 1),
+         "speedup_vs_sequential_warm_cache": round(
+             seconds["sequential", "warm"] / seconds["sweep", "warm"], 2)}
   print(json.dumps(row), flush=True)
   return row
 
@@ -520,17 +540,66 @@ def vae_parity(*, epochs: int) -> dict:
 
 def main(argv):
   del argv
+  unknown = sorted(set(FLAGS.only) - set(PARTS))
+  if unknown:
+    raise app.UsageError(f"--only: unknown part(s) {unknown}; valid: {', '.join(PARTS)}")
+  want = lambda part: not FLAGS.only or part in FLAGS.only
   checkpoints.quiet_orbax_logging()  # the last line a user sees is the result
   min_time = 0.3 if FLAGS.quick else FLAGS.min_time
   repeats = 1 if FLAGS.quick else FLAGS.repeats
-  have_torch = torch_available()
-  if not have_torch:
+  have_torch = torch_available() and want("torch")
+  if not torch_available():
     print("PyTorch is not installed: pip install 'energy_ae[bench]' (torch==2.13.0, CPU build); "
           "its columns stay empty.")
   peak = matmul_gflops(min_time=min_time, repeats=repeats)
   print(f"jitted float32 2048 x 2048 matmul: {peak:.1f} GFLOP/s", flush=True)
 
   y_train = data_lib.load(experiment_config("vae").data).train["y"]
+  results = bench_steps(peak, y_train, have_torch, min_time=min_time,
+                        repeats=repeats) if want("steps") else []
+  out = {
+      "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                  "cpu_count": os.cpu_count(), "jax": jax.__version__,
+                  "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind},
+      "command": "python -m experiments.benchmark" + (" --quick" if FLAGS.quick else "") + (
+          f" --only={','.join(FLAGS.only)}" if FLAGS.only else ""),
+      "matmul_gflops": round(peak, 1),
+      "results": results,
+  }
+  if want("first_steps"):
+    out["first_steps"] = bench_first_steps()
+  if want("inner_loop"):
+    out["inner_loop"] = bench_inner_loop(y_train, num_steps=50 if FLAGS.quick else 200,
+                                         min_time=min_time)
+  if want("data_placements"):
+    out["data_placements"] = bench_data_placements(quick=FLAGS.quick)
+  if want("results_sweep"):
+    out["results_sweep"] = bench_results_sweep(seeds=2 if FLAGS.quick else 5, quick=FLAGS.quick)
+  if jax.devices()[0].platform != "cpu" and want("accelerator"):  # where there is one
+    from experiments import bench_data
+
+    out["accelerator"] = bench_data.accelerator_table(
+        [256, 1024, 4096], 64, steps=40, repeats=1 if FLAGS.quick else 3)
+  if have_torch:
+    import torch
+
+    out["machine"]["torch"] = torch.__version__
+    out["vae_parity"] = vae_parity(epochs=2 if FLAGS.quick else 20)
+    if FLAGS.end_to_end:
+      results.append(bench_vae_cli(epochs=2 if FLAGS.quick else 60))
+  if want("startup"):
+    out["startup"] = bench_startup(repeats=repeats, have_torch=torch_available())
+  out["peak_rss_mib"] = round(peak_rss_mib(), 1)
+  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+  with open(FLAGS.out, "w") as f:
+    json.dump(out, f, indent=2)
+  print(f"wrote {FLAGS.out}")
+
+
+def bench_steps(peak: float, y_train, have_torch: bool, *, min_time: float,
+                repeats: int) -> list[dict]:
+  """The per-step rows: the VAE at three batch sizes, with rollback, as a sweep of 8, and
+  target propagation (each against PyTorch where ``have_torch``)."""
   results = []
   for batch_size in (32, 256, 1024):
     results.append(bench_step("vae", experiment_config("vae"), batch_size,
@@ -551,38 +620,7 @@ def main(argv):
       "target_prop", tp_config, 256, target_prop_flops_per_example(tp_config.model.inner_steps),
       TorchTargetProp if have_torch else None, peak, min_time=min_time, repeats=repeats,
       y_train=y_train))
-
-  out = {
-      "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                  "cpu_count": os.cpu_count(), "jax": jax.__version__,
-                  "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind},
-      "command": "python -m experiments.benchmark" + (" --quick" if FLAGS.quick else ""),
-      "matmul_gflops": round(peak, 1),
-      "results": results,
-      "first_steps": bench_first_steps(),
-      "inner_loop": bench_inner_loop(y_train, num_steps=50 if FLAGS.quick else 200,
-                                     min_time=min_time),
-  }
-  out["data_placements"] = bench_data_placements(quick=FLAGS.quick)
-  out["results_sweep"] = bench_results_sweep(seeds=2 if FLAGS.quick else 5, quick=FLAGS.quick)
-  if jax.devices()[0].platform != "cpu":  # the accelerator table, where there is one
-    from experiments import bench_data
-
-    out["accelerator"] = bench_data.accelerator_table(
-        [256, 1024, 4096], 64, steps=40, repeats=1 if FLAGS.quick else 3)
-  if have_torch:
-    import torch
-
-    out["machine"]["torch"] = torch.__version__
-    out["vae_parity"] = vae_parity(epochs=2 if FLAGS.quick else 20)
-    if FLAGS.end_to_end:
-      results.append(bench_vae_cli(epochs=2 if FLAGS.quick else 60))
-  out["startup"] = bench_startup(repeats=repeats, have_torch=have_torch)
-  out["peak_rss_mib"] = round(peak_rss_mib(), 1)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-  with open(FLAGS.out, "w") as f:
-    json.dump(out, f, indent=2)
-  print(f"wrote {FLAGS.out}")
+  return results
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`experiments.benchmark --quick` runs end to end and writes the documented JSON (slow)."""
+"""`experiments.benchmark --quick` runs end to end and writes the documented JSON (slow);
+`--only` measures the parts it names."""
 
 import json
 
@@ -45,7 +46,26 @@ def test_quick_benchmark_writes_every_documented_field(tmp_path):
   replicated, sharded = (r["device_mib"] for r in placements["placements"][:2])
   assert abs(sharded - replicated / 8) < 0.01 * replicated
   assert placements["multi_process"]["processes"] == 2
-  assert result["results_sweep"]["seeds"] == 2 and result["results_sweep"]["sweep_s"] > 0
+  # Each form of experiments.results from its own empty compilation cache, then warm.
+  sweep = result["results_sweep"]
+  assert sweep["seeds"] == 2 and all(sweep[k] > 0 for k in (
+      "sweep_s", "sequential_s", "sweep_s_warm_cache", "sequential_s_warm_cache"))
+  assert sweep["speedup_vs_sequential_warm_cache"] == round(
+      sweep["sequential_s_warm_cache"] / sweep["sweep_s_warm_cache"], 2)
+
+
+@pytest.mark.slow  # the matmul peak, imports and start-up timings (~30 s)
+def test_only_measures_the_named_parts_and_rejects_unknown_ones(tmp_path):
+  out = tmp_path / "bench.json"
+  run_python(["-m", "experiments.benchmark", "--quick", "--only=startup", f"--out={out}"])
+  result = json.loads(out.read_text())
+  assert result["results"] == [] and result["command"].endswith("--only=startup")
+  assert result["startup"]["help_seconds"] > 0
+  assert not {"first_steps", "inner_loop", "data_placements", "results_sweep", "vae_parity"} & set(
+      result)
+  proc = run_python(["-m", "experiments.benchmark", "--only=startup,nope", f"--out={out}"],
+                    check=False)
+  assert proc.returncode != 0 and "unknown part(s) ['nope']" in proc.stderr
 
 
 @pytest.mark.slow
