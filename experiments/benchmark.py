@@ -68,7 +68,8 @@ def _define_flags() -> None:
 
 DEFAULT_CONFIGS = ("ellipse", "target_prop", "ae", "dae", "cae", "vae")
 # The measurements --only can name: each fills its own section of the JSON ("steps" the
-# per-step rows, "torch" the parity run and the end-to-end CLI row against PyTorch).
+# per-step rows; "torch" the parity run, the end-to-end CLI row and the PyTorch columns of the
+# step rows, which stay empty under --only=steps alone).
 PARTS = ("steps", "first_steps", "inner_loop", "data_placements", "results_sweep", "accelerator",
          "torch", "startup")
 
@@ -547,8 +548,9 @@ def main(argv):
   checkpoints.quiet_orbax_logging()  # the last line a user sees is the result
   min_time = 0.3 if FLAGS.quick else FLAGS.min_time
   repeats = 1 if FLAGS.quick else FLAGS.repeats
-  have_torch = torch_available() and want("torch")
-  if not torch_available():
+  torch_installed = torch_available()
+  have_torch = torch_installed and want("torch")
+  if not torch_installed:
     print("PyTorch is not installed: pip install 'energy_ae[bench]' (torch==2.13.0, CPU build); "
           "its columns stay empty.")
   peak = matmul_gflops(min_time=min_time, repeats=repeats)
@@ -588,7 +590,7 @@ def main(argv):
     if FLAGS.end_to_end:
       results.append(bench_vae_cli(epochs=2 if FLAGS.quick else 60))
   if want("startup"):
-    out["startup"] = bench_startup(repeats=repeats, have_torch=torch_available())
+    out["startup"] = bench_startup(repeats=repeats, have_torch=torch_installed)
   out["peak_rss_mib"] = round(peak_rss_mib(), 1)
   os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, "w") as f:
